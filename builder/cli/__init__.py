@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from runtime.errors import AWMError
 
@@ -39,7 +40,7 @@ def handle_errors(fn: Callable[P, T]) -> Callable[P, T]:
         try:
             return fn(*args, **kwargs)
         except AWMError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from exc
 
     return wrapper
@@ -57,9 +58,9 @@ def _root(
 
 
 def _register() -> None:
-    from builder.cli import catalog, seed
+    from builder.cli import catalog, demo, seed
 
-    for module in (catalog, seed):
+    for module in (catalog, seed, demo):
         module.register(app)
 
 

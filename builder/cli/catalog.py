@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -68,7 +69,8 @@ def catalog(
             )
         )
     else:
-        out = Console()
+        # Piped output keeps whole scenario ids instead of wrapping them to 80 columns.
+        out = Console() if sys.stdout.isatty() else Console(width=200)
         table = Table(title=f"{dataset}: {len(cat.bundles)} loadable, {len(cat.excluded)} excluded")
         for col in ("scenario", "status", "tools", "tasks", "verifiers", "tables", "seed rows",
                     "failed stmts", "problems"):
@@ -89,6 +91,6 @@ def catalog(
         if show_problems:
             lines = [str(p) for p in cat.problems] + [p for r in rows for p in r.problems]
             for line in lines:
-                out.print(line, highlight=False, soft_wrap=True)
+                out.print(line, highlight=False, soft_wrap=True, markup=False)
     if not cat.bundles:
         raise typer.Exit(1)

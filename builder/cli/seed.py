@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from builder.catalog import load_catalog
 from builder.cli import err_console, handle_errors
@@ -40,7 +41,7 @@ def seed(
             )
         except SeedError as exc:
             failed += 1
-            err_console.print(f"[red]failed[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]failed[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             continue
         (output / f"{bundle.id}.json").write_text(stats.model_dump_json(indent=2) + "\n")
         note = f", [yellow]{len(stats.failed)} failed statements[/yellow]" if stats.failed else ""
