@@ -58,9 +58,9 @@ def _root(
 
 
 def _register() -> None:
-    from builder.cli import catalog, demo, seed
+    from builder.cli import build, catalog, demo, seed
 
-    for module in (catalog, seed, demo):
+    for module in (catalog, seed, build, demo):
         module.register(app)
 
 

@@ -7,7 +7,6 @@ replay and "others" on the untouched seed. The same checks run against images in
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -19,8 +18,8 @@ from awm_server.sandbox import grade, run_verifier
 from builder.catalog import load_catalog
 from builder.replay import load_solutions, request_for
 from builder.seed import build_seed
+from tests.helpers import EXAMPLES, import_env_module
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CATALOG = load_catalog(EXAMPLES)
 SOLUTIONS = load_solutions(EXAMPLES)
 CASES = [(sid, idx) for sid, b in sorted(CATALOG.bundles.items()) for idx in range(len(b.tasks))]
@@ -78,12 +77,8 @@ def test_reference_solution_completes_the_task(
 
     work = tmp_path / "work.db"
     shutil.copy(seed, work)
-    monkeypatch.setenv("DATABASE_PATH", f"sqlite:///{work}")
-    spec = importlib.util.spec_from_loader(f"awm_example_{sid}_{idx}", loader=None)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # pydantic resolves annotations there
-    exec(compile(CATALOG.bundles[sid].env_code, f"{sid}/app.py", "exec"), module.__dict__)
+    code = CATALOG.bundles[sid].env_code
+    module = import_env_module(code, f"sqlite:///{work}", f"awm_example_{sid}_{idx}", monkeypatch)
     try:
         with TestClient(module.app) as client:
             openapi = module.app.openapi()

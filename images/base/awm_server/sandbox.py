@@ -60,7 +60,7 @@ class Limits:
     """Resource limits of one verifier run."""
 
     timeout_s: float = 30.0  # wall clock
-    memory_bytes: int = 1024 * 1024 * 1024  # address space
+    memory_bytes: int = 256 * 1024 * 1024  # address space
     file_size_bytes: int = 64 * 1024 * 1024  # largest file it may write
     open_files: int = 64
     processes: int = 0  # new processes or threads it may start (not enforced for root)

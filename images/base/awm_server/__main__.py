@@ -1,0 +1,88 @@
+"""The image's command line.
+
+    serve                                   (default) serve MCP and the control plane
+    verify --task-idx N --final-db PATH     grade a saved database offline; prints JSON
+    tasks                                   print the tasks as JSON
+    info                                    print the manifest as JSON
+    check                                   import the module and list its tools (build check)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from awm_server.settings import Settings
+
+
+def _fail(message: str, code: int = 3) -> int:
+    print(f"awm-server: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="awm-server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve /mcp and /_awm (default)")
+    verify = sub.add_parser("verify", help="grade a saved database")
+    verify.add_argument("--task-idx", type=int, required=True)
+    verify.add_argument("--final-db", type=Path, required=True)
+    verify.add_argument("--final-answer", default=None)
+    verify.add_argument("--flavour", choices=["code", "sql"], default="code")
+    sub.add_parser("tasks", help="print the tasks")
+    sub.add_parser("info", help="print the manifest")
+    sub.add_parser("check", help="import the environment module and list its tools")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    command = args.command or "serve"
+
+    from awm_server.environment import ScenarioFiles, grade_databases
+
+    files = ScenarioFiles(settings.scenario_dir)
+    if command == "tasks":
+        print(json.dumps(files.tasks, indent=2))
+        return 0
+    if command == "info":
+        print(json.dumps(files.manifest, indent=2))
+        return 0
+    if command == "verify":
+        if not args.final_db.is_file():
+            return _fail(f"--final-db {args.final_db} is not a file (mount it, e.g. -v $PWD:/data)", 2)
+        try:
+            result = grade_databases(files, args.task_idx, args.final_db,
+                                     final_answer=args.final_answer, flavour=args.flavour,
+                                     limits=settings.verifier)
+        except LookupError as exc:
+            return _fail(str(exc.args[0]), 2)
+        print(json.dumps(result, indent=2))
+        return 0
+
+    from awm_server.envmodule import ModuleImportError
+    from awm_server.environment import Environment
+
+    if command == "check":
+        settings = replace(settings, work_dir=Path(tempfile.mkdtemp(prefix="awm-check-")))
+    try:
+        env = Environment(settings)
+    except ModuleImportError as exc:
+        return _fail(str(exc))
+    if command == "check":
+        print(json.dumps({"scenario": env.scenario, "tools": [t.name for t in env.mcp.tools]}))
+        return 0
+
+    import uvicorn
+
+    from awm_server.app import create_app
+
+    uvicorn.run(create_app(env), host=settings.host, port=settings.port, log_level="warning",
+                access_log=False, timeout_graceful_shutdown=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""HTTP clients for one environment server: its control plane and its MCP tools.
+
+`EnvClient` (sync) and `AsyncEnvClient` share `_EnvClientBase`, which holds everything but I/O,
+and have methods of the same names (`close`/`aclose`). MCP is spoken with the official `mcp`
+client over streamable HTTP, exactly as an agent would.
+
+    with EnvClient("http://127.0.0.1:32768") as env:
+        print([t.name for t in env.list_tools()])
+        env.call_tool("list_recipes", {"limit": 2})
+        env.verify(3)["result"]
+        env.reset()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.types import TextContent, Tool
+
+from runtime.errors import AWMError, ResetError, VerifierError
+
+__all__ = ["AsyncEnvClient", "EnvClient", "ToolResult"]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a tool call returned: its text, and whether the server marked it an error."""
+
+    text: str
+    is_error: bool
+
+
+class _EnvClientBase:
+    def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @staticmethod
+    def _verify_body(task_idx: int, final_answer: str | None, flavour: str) -> dict[str, Any]:
+        return {"task_idx": task_idx, "final_answer": final_answer, "flavour": flavour}
+
+    def _checked(self, response: httpx.Response, what: str) -> Any:
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("error", response.text)
+            except ValueError:
+                detail = response.text
+            error = {"reset": ResetError, "verify": VerifierError}.get(what, AWMError)
+            raise error(f"{what} on {self.base_url} failed ({response.status_code}): {detail}")
+        return response.json()
+
+    @staticmethod
+    def _tool_result(result: Any) -> ToolResult:
+        text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+        return ToolResult(text=text, is_error=bool(result.isError))
+
+    @asynccontextmanager
+    async def mcp_session(self) -> AsyncIterator[ClientSession]:
+        """An initialised MCP client session on this environment's /mcp endpoint."""
+        timeout = httpx.Timeout(self.timeout_s, read=max(self.timeout_s, 300.0))
+        async with (
+            create_mcp_http_client(headers=self._headers(), timeout=timeout) as http,
+            streamable_http_client(self.mcp_url, http_client=http) as (read, write, _),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
+
+
+class AsyncEnvClient(_EnvClientBase):
+    """Async client; see the module docstring."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60.0) -> None:
+        super().__init__(base_url, token=token, timeout_s=timeout_s)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=timeout_s)
+
+    async def health(self) -> dict[str, Any]:
+        return self._checked(await self._http.get("/_awm/health"), "health")  # type: ignore[no-any-return]
+
+    async def info(self) -> dict[str, Any]:
+        return self._checked(await self._http.get("/_awm/info"), "info")  # type: ignore[no-any-return]
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        return self._checked(await self._http.get("/_awm/tasks"), "tasks")  # type: ignore[no-any-return]
+
+    async def reset(self) -> dict[str, Any]:
+        return self._checked(await self._http.post("/_awm/reset"), "reset")  # type: ignore[no-any-return]
+
+    async def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
+        body = self._verify_body(task_idx, final_answer, flavour)
+        return self._checked(await self._http.post("/_awm/verify", json=body), "verify")  # type: ignore[no-any-return]
+
+    async def snapshot(self, path: str | Path) -> Path:
+        response = await self._http.get("/_awm/snapshot")
+        if response.status_code >= 400:
+            self._checked(response, "snapshot")
+        Path(path).write_bytes(response.content)
+        return Path(path)
+
+    async def list_tools(self) -> list[Tool]:
+        async with self.mcp_session() as session:
+            return list((await session.list_tools()).tools)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> ToolResult:
+        async with self.mcp_session() as session:
+            return self._tool_result(await session.call_tool(name, arguments or {}))
+
+    async def call_tools(self, calls: list[tuple[str, dict[str, Any]]]) -> list[ToolResult]:
+        """Several calls in one MCP session (one handshake), in order."""
+        async with self.mcp_session() as session:
+            return [self._tool_result(await session.call_tool(n, a)) for n, a in calls]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class EnvClient(_EnvClientBase):
+    """Sync client; see the module docstring. MCP calls run a short event loop each."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60.0) -> None:
+        super().__init__(base_url, token=token, timeout_s=timeout_s)
+        self._http = httpx.Client(base_url=self.base_url, headers=self._headers(), timeout=timeout_s)
+
+    def health(self) -> dict[str, Any]:
+        return self._checked(self._http.get("/_awm/health"), "health")  # type: ignore[no-any-return]
+
+    def info(self) -> dict[str, Any]:
+        return self._checked(self._http.get("/_awm/info"), "info")  # type: ignore[no-any-return]
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return self._checked(self._http.get("/_awm/tasks"), "tasks")  # type: ignore[no-any-return]
+
+    def reset(self) -> dict[str, Any]:
+        return self._checked(self._http.post("/_awm/reset"), "reset")  # type: ignore[no-any-return]
+
+    def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
+        body = self._verify_body(task_idx, final_answer, flavour)
+        return self._checked(self._http.post("/_awm/verify", json=body), "verify")  # type: ignore[no-any-return]
+
+    def snapshot(self, path: str | Path) -> Path:
+        response = self._http.get("/_awm/snapshot")
+        if response.status_code >= 400:
+            self._checked(response, "snapshot")
+        Path(path).write_bytes(response.content)
+        return Path(path)
+
+    def list_tools(self) -> list[Tool]:
+        async def run() -> list[Tool]:
+            async with self.mcp_session() as session:
+                return list((await session.list_tools()).tools)
+
+        return asyncio.run(run())
+
+    def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> ToolResult:
+        async def run() -> ToolResult:
+            async with self.mcp_session() as session:
+                return self._tool_result(await session.call_tool(name, arguments or {}))
+
+        return asyncio.run(run())
+
+    def call_tools(self, calls: list[tuple[str, dict[str, Any]]]) -> list[ToolResult]:
+        """Several calls in one MCP session (one handshake), in order."""
+
+        async def run() -> list[ToolResult]:
+            async with self.mcp_session() as session:
+                return [self._tool_result(await session.call_tool(n, a)) for n, a in calls]
+
+        return asyncio.run(run())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

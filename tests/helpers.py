@@ -1,0 +1,72 @@
+"""Helpers shared by test packages: derived datasets, in-process module import, table dumps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from builder.names import normalise
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def derive_dataset(
+    dest: Path,
+    source_scenario: str,
+    new_name: str,
+    *,
+    env_code: Callable[[str], str] | None = None,
+    verifiers: dict[int, str] | None = None,
+) -> Path:
+    """Write a one-scenario dataset copied from an example, renamed, with optional edits."""
+    dest.mkdir(parents=True, exist_ok=True)
+    new_id = normalise(new_name)
+    for path in sorted(EXAMPLES.glob("gen_*.jsonl")):
+        out = []
+        for line in path.read_text().splitlines():
+            rec: dict[str, Any] = json.loads(line)
+            key = "name" if "name" in rec and "scenario" not in rec else "scenario"
+            if normalise(rec[key]) != source_scenario:
+                continue
+            rec[key] = new_name if rec[key] != source_scenario else new_id
+            if "full_code" in rec and env_code:
+                rec["full_code"] = env_code(rec["full_code"])
+            if "verification" in rec and verifiers and rec["task_idx"] in verifiers:
+                rec["verification"]["code"] = verifiers[rec["task_idx"]]
+            out.append(json.dumps(rec))
+        (dest / path.name).write_text("\n".join(out) + "\n")
+    return dest
+
+
+def import_env_module(code: str, database_url: str, name: str, monkeypatch: Any) -> ModuleType:
+    """Import an environment module's source in process (trusted example code only)."""
+    monkeypatch.setenv("DATABASE_PATH", database_url)
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # pydantic resolves annotations there
+    exec(compile(code, f"{name}.py", "exec"), module.__dict__)
+    return module
+
+
+def dump_tables(path: Path, *, skip_columns: dict[str, set[str]] | None = None) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows, sorted, for comparing two databases by content."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        out = {}
+        for table in tables:
+            cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
+            keep = [c for c in cols if c not in (skip_columns or {}).get(table, set())]
+            select = ", ".join(f'"{c}"' for c in keep)
+            out[table] = sorted(conn.execute(f'SELECT {select} FROM "{table}"').fetchall(), key=repr)
+        return out
+    finally:
+        conn.close()

@@ -1,0 +1,51 @@
+"""Images built once per test session by the project's own builder, and containers per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from builder.build import BuildResult, build_images
+from builder.catalog import load_catalog
+from runtime.docker_backend import DockerBackend
+from runtime.env import Env
+from tests.helpers import EXAMPLES
+
+TEST_LABEL = {"awm.test": "image"}
+
+
+@pytest.fixture(scope="session")
+def example_images(docker_client: docker.DockerClient) -> dict[str, BuildResult]:
+    results = build_images(load_catalog(EXAMPLES).bundles.values(), client=docker_client)
+    failed = [f"{r.scenario}: {r.error}" for r in results if r.status == "failed"]
+    assert not failed, failed
+    return {r.scenario: r for r in results}
+
+
+@pytest.fixture(scope="session")
+def backend(docker_client: docker.DockerClient) -> DockerBackend:
+    return DockerBackend(client=docker_client)
+
+
+@pytest.fixture
+def start_env(backend: DockerBackend) -> Iterator[Callable[..., Env]]:
+    started: list[Env] = []
+
+    def start(image: str, **kwargs: object) -> Env:
+        env = backend.start(image, labels=TEST_LABEL, **kwargs)  # type: ignore[arg-type]
+        started.append(env)
+        return env
+
+    yield start
+    for env in started:
+        env.stop()
+
+
+@pytest.fixture
+def world_readable_tmp(tmp_path: Path) -> Path:
+    # The container's uid 10001 must reach files the tests write (pytest makes 0700 dirs).
+    tmp_path.chmod(0o755)
+    return tmp_path

@@ -1,0 +1,138 @@
+"""Untrusted code misbehaving inside an image: verifiers that hang, eat memory or raise; a module
+that crashes on import; a tool whose handler hangs. The server reports each and stays healthy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pytest
+
+from builder.build import BuildResult, build_bundle, build_images
+from builder.catalog import load_catalog
+from runtime.env import Env
+from runtime.errors import EnvStartTimeout
+from tests.helpers import derive_dataset
+
+pytestmark = pytest.mark.docker
+
+LOOPS = """
+def verify_task_completion(initial_db_path, final_db_path, final_answer=None):
+    while True:
+        pass
+"""
+EATS_MEMORY = """
+def verify_task_completion(initial_db_path, final_db_path, final_answer=None):
+    blocks = []
+    for _ in range(64):
+        blocks.append(bytearray(128 * 1024 * 1024))  # 8 GB in total
+    return {"result": "complete"}
+"""
+RAISES = """
+def verify_task_completion(initial_db_path, final_db_path, final_answer=None):
+    raise RuntimeError("verifier bug: no such column")
+"""
+SLOW_ROUTE = '''
+
+@app.get("/slow", operation_id="slow_tool", summary="Sleeps", tags=["test"])
+def slow_tool(seconds: float = 30.0):
+    import time as _t
+    _t.sleep(seconds)
+    return {"slept": seconds}
+'''
+
+
+def _with_slow_route(code: str) -> str:
+    head, main = code.split('if __name__ == "__main__":')
+    return head + SLOW_ROUTE + '\n\nif __name__ == "__main__":' + main
+
+
+@pytest.fixture(scope="module")
+def faulty_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    root = derive_dataset(
+        tmp_path_factory.mktemp("faulty"),
+        "pantrypal_recipe_planner",
+        "Faulty Pantry (Test)",
+        env_code=_with_slow_route,
+        verifiers={0: LOOPS, 1: EATS_MEMORY, 2: RAISES},
+    )
+    (result,) = build_images(load_catalog(root).bundles.values(), client=docker_client)
+    assert result.status in ("built", "cached"), result.error
+    return result
+
+
+def test_misbehaving_verifiers_give_error_results(faulty_image: BuildResult, start_env: Callable[..., Env]) -> None:
+    env = start_env(faulty_image.tag, env={"AWM_VERIFY_TIMEOUT": "3"})
+    cases = {
+        0: "verifier timed out after 3s and was killed",
+        1: "MemoryError: the verifier exceeded its memory limit",
+        2: "RuntimeError: verifier bug: no such column",
+    }
+    for idx, message in cases.items():
+        start = time.monotonic()
+        result = env.verify(idx)
+        elapsed = time.monotonic() - start
+        assert (result["result"], result["reward"]) == ("error", 0.0), result
+        assert result["error"] == message
+        assert elapsed < 3 + 5, f"task {idx} took {elapsed:.1f}s"
+        assert env.client.health()["status"] == "ok"
+    assert env.verify(3)["result"] == "others"  # a sound verifier still runs
+    assert env.client.call_tool("list_recipes", {"limit": 1}).is_error is False
+
+
+def test_hanging_tool_times_out_as_tool_error(faulty_image: BuildResult, start_env: Callable[..., Env]) -> None:
+    env = start_env(faulty_image.tag, env={"AWM_TOOL_TIMEOUT": "1"})
+    start = time.monotonic()
+    result = env.client.call_tool("slow_tool", {"seconds": 20})
+    assert time.monotonic() - start < 10
+    assert result.is_error and "timed out after 1s" in result.text
+    assert env.client.call_tool("slow_tool", {"seconds": 0}).is_error is False
+
+
+def test_module_crashing_on_import_fails_the_build_with_its_exception(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    root = derive_dataset(
+        tmp_path / "broken",
+        "acme_helpdesk_support_tickets",
+        "Broken Desk (Test)",
+        env_code=lambda code: code.replace("app = FastAPI(", 'raise RuntimeError("boom at import")\napp = FastAPI(', 1),
+    )
+    bundle = load_catalog(root).bundles["broken_desk_test"]
+    from builder.base_image import ensure_base_image
+
+    base = ensure_base_image(docker_client)
+    result = build_bundle(docker_client, bundle, base, rebuild=True)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert result.error.startswith(
+        "scenario 'broken_desk_test': environment module failed on import: RuntimeError: boom at import"
+    )
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(result.tag)
+
+
+def test_module_crashing_on_import_fails_the_start_with_its_log(
+    docker_client: docker.DockerClient, tmp_path: Path, start_env: Callable[..., Env]
+) -> None:
+    root = derive_dataset(
+        tmp_path / "broken",
+        "acme_helpdesk_support_tickets",
+        "Broken Start (Test)",
+        env_code=lambda code: code.replace("app = FastAPI(", "import no_such_module\napp = FastAPI(", 1),
+    )
+    from builder.base_image import ensure_base_image
+
+    result = build_bundle(
+        docker_client, load_catalog(root).bundles["broken_start_test"], ensure_base_image(docker_client), check=False
+    )
+    assert result.status in ("built", "cached")
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    with pytest.raises(EnvStartTimeout) as info:
+        start_env(result.tag)
+    message = str(info.value)
+    assert "exited with code 3" in message
+    assert "scenario 'broken_start_test': environment module failed on import: ModuleNotFoundError" in message
+    assert {c.id for c in docker_client.containers.list(all=True)} == before  # nothing left behind
