@@ -9,6 +9,7 @@ name and the exception, instead of a container that exits silently later.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 import docker
 import docker.errors
+import requests
 from pydantic import BaseModel, Field
 
 from builder.base_image import ensure_base_image
@@ -62,30 +64,43 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
-def _check_image(client: docker.DockerClient, ctx: BuildContext) -> list[str]:
-    """Start the image once with `check`; return its tool names or raise naming the fault."""
-    import json
+CHECK_TIMEOUT_S = 60.0
 
+
+def _check_image(client: docker.DockerClient, ctx: BuildContext, timeout_s: float) -> list[str]:
+    """Start the image once with `check`; return its tool names or raise naming the fault."""
+    container = client.containers.run(
+        ctx.tag,
+        ["check"],
+        detach=True,
+        network_mode="none",
+        read_only=True,
+        tmpfs={"/tmp": "rw,size=64m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        mem_limit="512m",
+        labels={"awm.scenario": ctx.scenario, "awm.role": "build-check"},
+    )
     try:
-        out = client.containers.run(
-            ctx.tag,
-            ["check"],
-            remove=True,
-            network_mode="none",
-            read_only=True,
-            tmpfs={"/tmp": "rw,size=64m"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            mem_limit="512m",
-            stdout=True,
-            stderr=False,
-        )
-    except docker.errors.ContainerError as exc:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
+        try:
+            status = container.wait(timeout=timeout_s)
+        except requests.exceptions.ConnectionError:  # the SDK's read timeout
+            raise ImageBuildError(
+                f"scenario {ctx.scenario!r}: environment module did not finish importing within "
+                f"{timeout_s:g}s (does it start a server or block at import time?)",
+                scenario=ctx.scenario, image=ctx.tag,
+            ) from None
+        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    if status.get("StatusCode") != 0:
         detail = stderr.strip().removeprefix("awm-server: error: ")
-        raise ImageBuildError(detail or f"`check` exited with {exc.exit_status}", scenario=ctx.scenario,
-                              image=ctx.tag) from exc
-    data: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        raise ImageBuildError(
+            detail or f"scenario {ctx.scenario!r}: `check` exited with {status.get('StatusCode')}",
+            scenario=ctx.scenario, image=ctx.tag,
+        )
+    data: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return list(data["tools"])
 
 
@@ -96,6 +111,7 @@ def build_bundle(
     *,
     rebuild: bool = False,
     check: bool = True,
+    check_timeout_s: float = CHECK_TIMEOUT_S,
     strict: bool = False,
     foreign_keys: bool = True,
 ) -> BuildResult:
@@ -132,7 +148,7 @@ def build_bundle(
                 ) from exc
             if check:
                 try:
-                    result.tools = _check_image(client, ctx)
+                    result.tools = _check_image(client, ctx, check_timeout_s)
                 except ImageBuildError:
                     client.images.remove(ctx.tag, force=True)
                     raise

@@ -19,6 +19,14 @@ from runtime.errors import AWMError
 __all__ = ["run_demo"]
 
 
+def _short(text: str, limit: int) -> str:
+    try:
+        text = json.dumps(json.loads(text), separators=(",", ":"))
+    except ValueError:
+        text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def run_demo(
     dataset: Path,
     *,
@@ -62,9 +70,9 @@ def run_demo(
         before = env.verify(task_idx)
         say(f"   verify before acting: {before['result']}")
         calls = [(c.tool, c.arguments) for c in solution.calls]
-        for call, result in zip(calls, env.client.call_tools(calls), strict=True):
-            first_line = result.text.strip().splitlines()[0] if result.text.strip() else ""
-            say(f"   {call[0]}({json.dumps(call[1])}) -> {'ERROR ' if result.is_error else ''}{first_line[:80]}")
+        for (name, args), result in zip(calls, env.client.call_tools(calls), strict=True):
+            error = "ERROR " if result.is_error else ""
+            say(f"   {name}({_short(json.dumps(args), 60)}) -> {error}{_short(result.text, 70)}")
         after = env.verify(task_idx, solution.final_answer)
         say(f"5. verify after the reference solution: {after['result']} (reward {after['reward']}, "
             f"{after['duration_ms']:.0f} ms)")

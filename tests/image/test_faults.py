@@ -136,3 +136,23 @@ def test_module_crashing_on_import_fails_the_start_with_its_log(
     assert "exited with code 3" in message
     assert "scenario 'broken_start_test': environment module failed on import: ModuleNotFoundError" in message
     assert {c.id for c in docker_client.containers.list(all=True)} == before  # nothing left behind
+
+
+def test_module_blocking_at_import_fails_the_build_in_time(docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    root = derive_dataset(
+        tmp_path / "blocking",
+        "acme_helpdesk_support_tickets",
+        "Blocking Desk (Test)",
+        env_code=lambda code: code.replace("app = FastAPI(", "import time\ntime.sleep(3600)\napp = FastAPI(", 1),
+    )
+    from builder.base_image import ensure_base_image
+
+    bundle = load_catalog(root).bundles["blocking_desk_test"]
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    result = build_bundle(docker_client, bundle, ensure_base_image(docker_client), rebuild=True, check_timeout_s=3)
+    assert result.status == "failed"
+    assert result.error == (
+        "scenario 'blocking_desk_test': environment module did not finish importing within 3s "
+        "(does it start a server or block at import time?)"
+    )
+    assert {c.id for c in docker_client.containers.list(all=True)} == before
