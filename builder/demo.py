@@ -63,7 +63,7 @@ def run_demo(
     bundle = catalog.bundles[sid]
     image = f"{image_repo(sid)}:latest"
     say(f"3. start {image} (read-only, non-root, no capabilities, memory and pids limits)")
-    with DockerBackend(client=client).start(image, labels={"awm.scenario": sid}) as env:
+    with DockerBackend(client).start(image) as env:
         tools = env.client.list_tools()
         say(f"   MCP at {env.mcp_url}: {len(tools)} tools ({', '.join(t.name for t in tools[:4])}, ...)")
         say(f"4. task {task_idx}: {bundle.tasks[task_idx]}")

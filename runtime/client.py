@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import TextContent, Tool
 
-from runtime.errors import AWMError, ResetError, VerifierError
+from runtime.errors import AWMError, EnvUnavailable, ResetError, VerifierError
 
 __all__ = ["AsyncEnvClient", "EnvClient", "ToolResult"]
 
@@ -85,6 +85,10 @@ class _EnvClientBase:
             yield session
 
 
+def _unavailable(base_url: str, what: str, exc: Exception) -> EnvUnavailable:
+    return EnvUnavailable(f"{what} on {base_url} failed: the environment does not answer ({type(exc).__name__}: {exc})")
+
+
 class AsyncEnvClient(_EnvClientBase):
     """Async client; see the module docstring."""
 
@@ -92,24 +96,30 @@ class AsyncEnvClient(_EnvClientBase):
         super().__init__(base_url, token=token, timeout_s=timeout_s)
         self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=timeout_s)
 
+    async def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unavailable(self.base_url, what, exc) from exc
+
     async def health(self) -> dict[str, Any]:
-        return self._checked(await self._http.get("/_awm/health"), "health")  # type: ignore[no-any-return]
+        return self._checked(await self._send("GET", "/_awm/health", "health"), "health")  # type: ignore[no-any-return]
 
     async def info(self) -> dict[str, Any]:
-        return self._checked(await self._http.get("/_awm/info"), "info")  # type: ignore[no-any-return]
+        return self._checked(await self._send("GET", "/_awm/info", "info"), "info")  # type: ignore[no-any-return]
 
     async def tasks(self) -> list[dict[str, Any]]:
-        return self._checked(await self._http.get("/_awm/tasks"), "tasks")  # type: ignore[no-any-return]
+        return self._checked(await self._send("GET", "/_awm/tasks", "tasks"), "tasks")  # type: ignore[no-any-return]
 
     async def reset(self) -> dict[str, Any]:
-        return self._checked(await self._http.post("/_awm/reset"), "reset")  # type: ignore[no-any-return]
+        return self._checked(await self._send("POST", "/_awm/reset", "reset"), "reset")  # type: ignore[no-any-return]
 
     async def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
         body = self._verify_body(task_idx, final_answer, flavour)
-        return self._checked(await self._http.post("/_awm/verify", json=body), "verify")  # type: ignore[no-any-return]
+        return self._checked(await self._send("POST", "/_awm/verify", "verify", json=body), "verify")  # type: ignore[no-any-return]
 
     async def snapshot(self, path: str | Path) -> Path:
-        response = await self._http.get("/_awm/snapshot")
+        response = await self._send("GET", "/_awm/snapshot", "snapshot")
         if response.status_code >= 400:
             self._checked(response, "snapshot")
         Path(path).write_bytes(response.content)
@@ -145,24 +155,30 @@ class EnvClient(_EnvClientBase):
         super().__init__(base_url, token=token, timeout_s=timeout_s)
         self._http = httpx.Client(base_url=self.base_url, headers=self._headers(), timeout=timeout_s)
 
+    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unavailable(self.base_url, what, exc) from exc
+
     def health(self) -> dict[str, Any]:
-        return self._checked(self._http.get("/_awm/health"), "health")  # type: ignore[no-any-return]
+        return self._checked(self._send("GET", "/_awm/health", "health"), "health")  # type: ignore[no-any-return]
 
     def info(self) -> dict[str, Any]:
-        return self._checked(self._http.get("/_awm/info"), "info")  # type: ignore[no-any-return]
+        return self._checked(self._send("GET", "/_awm/info", "info"), "info")  # type: ignore[no-any-return]
 
     def tasks(self) -> list[dict[str, Any]]:
-        return self._checked(self._http.get("/_awm/tasks"), "tasks")  # type: ignore[no-any-return]
+        return self._checked(self._send("GET", "/_awm/tasks", "tasks"), "tasks")  # type: ignore[no-any-return]
 
     def reset(self) -> dict[str, Any]:
-        return self._checked(self._http.post("/_awm/reset"), "reset")  # type: ignore[no-any-return]
+        return self._checked(self._send("POST", "/_awm/reset", "reset"), "reset")  # type: ignore[no-any-return]
 
     def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
         body = self._verify_body(task_idx, final_answer, flavour)
-        return self._checked(self._http.post("/_awm/verify", json=body), "verify")  # type: ignore[no-any-return]
+        return self._checked(self._send("POST", "/_awm/verify", "verify", json=body), "verify")  # type: ignore[no-any-return]
 
     def snapshot(self, path: str | Path) -> Path:
-        response = self._http.get("/_awm/snapshot")
+        response = self._send("GET", "/_awm/snapshot", "snapshot")
         if response.status_code >= 400:
             self._checked(response, "snapshot")
         Path(path).write_bytes(response.content)

@@ -1,65 +1,131 @@
-"""`Env`: a handle on one running environment container."""
+"""`Env`: a handle on one running environment, whatever backend started it."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-import docker.errors
-from docker.models.containers import Container
+from runtime.base import Isolation
+from runtime.client import AsyncEnvClient, EnvClient
+from runtime.errors import EnvUnavailable
 
-from runtime.client import EnvClient
+if TYPE_CHECKING:
+    from runtime.base import Backend
 
-__all__ = ["Env"]
+__all__ = ["Env", "EnvState"]
+
+
+class EnvState(StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
 
 
 class Env:
-    """A running environment: its MCP URL, and reset/verify/snapshot/logs/stop."""
+    """A running environment: `mcp_url` for the agent, and reset/verify/snapshot/logs/stop.
 
-    def __init__(self, container: Container, base_url: str, image: str, token: str | None = None) -> None:
-        self.container = container
-        self.base_url = base_url
+    The sync methods block; `aclient` is the async client of the same server, for trainers.
+    A request to an environment that stopped answering raises `EnvUnavailable` naming it and
+    the state its container or pod is in.
+
+    Example:
+        >>> with DockerBackend().start("awm/pantrypal_recipe_planner:latest") as env:
+        ...     env.client.call_tool("list_recipes", {"limit": 1}).is_error
+        False
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        env_id: str,
+        name: str,
+        image: str,
+        scenario: str | None,
+        base_url: str,
+        token: str | None = None,
+        request_timeout_s: float = 60.0,
+        isolation: Isolation = Isolation.PUBLISHED,
+    ) -> None:
+        self.backend = backend
+        self.id = env_id
+        self.name = name
         self.image = image
-        self.client = EnvClient(base_url, token=token)
-        self._stopped = False
+        self.scenario = scenario
+        self.base_url = base_url
+        self.token = token
+        self.state = EnvState.RUNNING
+        self.isolation = isolation  # what it really got (SEALED can fall back to INTERNAL)
+        self.client = EnvClient(base_url, token=token, timeout_s=request_timeout_s)
+        self._request_timeout_s = request_timeout_s
+        self._aclient: AsyncEnvClient | None = None
+
+    def __repr__(self) -> str:
+        return f"Env({self.name!r}, image={self.image!r}, state={self.state.value})"
 
     @property
     def mcp_url(self) -> str:
         return f"{self.base_url}/mcp"
 
     @property
-    def id(self) -> str:
-        return str(self.container.id)
+    def aclient(self) -> AsyncEnvClient:
+        """An async client of the same server (made on first use; `await env.aclient.aclose()`)."""
+        if self._aclient is None:
+            self._aclient = AsyncEnvClient(self.base_url, token=self.token, timeout_s=self._request_timeout_s)
+        return self._aclient
 
     def _live(self, action: str) -> None:
-        if self._stopped:
-            raise RuntimeError(f"Cannot {action} env '{self.image}': it was stopped.")
+        if self.state is EnvState.STOPPED:
+            raise RuntimeError(f"Cannot {action} env '{self.name}': it was stopped.")
+
+    def _explain(self, exc: EnvUnavailable) -> EnvUnavailable:
+        state = getattr(self.backend, "state", lambda _id: "unknown")(self.id)
+        return EnvUnavailable(
+            f"environment {self.name} ({self.image}) is {state}: {exc.message}",
+            scenario=self.scenario, image=self.image, container_id=self.id,
+        )
 
     def reset(self) -> dict[str, Any]:
+        """Restore the database from the seed, in place (milliseconds)."""
         self._live("reset")
-        return self.client.reset()
+        try:
+            return self.client.reset()
+        except EnvUnavailable as exc:
+            raise self._explain(exc) from exc
 
     def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
+        """Grade task `task_idx` against the current database, inside the environment."""
         self._live("verify")
-        return self.client.verify(task_idx, final_answer, flavour)
+        try:
+            return self.client.verify(task_idx, final_answer, flavour)
+        except EnvUnavailable as exc:
+            raise self._explain(exc) from exc
 
     def snapshot(self, path: str | Path) -> Path:
+        """Save a consistent copy of the current database to `path`."""
         self._live("snapshot")
-        return self.client.snapshot(path)
+        try:
+            return self.client.snapshot(path)
+        except EnvUnavailable as exc:
+            raise self._explain(exc) from exc
+
+    def healthy(self) -> bool:
+        try:
+            return self.state is EnvState.RUNNING and self.client.health().get("status") == "ok"
+        except Exception:
+            return False
 
     def logs(self, tail: int = 100) -> str:
-        return str(self.container.logs(tail=tail).decode(errors="replace"))
+        return self.backend.logs(self.id, tail)
 
     def stop(self) -> None:
-        if self._stopped:
+        """Remove the environment. Idempotent."""
+        if self.state is EnvState.STOPPED:
             return
-        self._stopped = True
+        self.state = EnvState.STOPPED
         self.client.close()
-        try:
-            self.container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        self.backend.stop(self.id)
 
     def __enter__(self) -> Self:
         return self

@@ -8,6 +8,7 @@
     ├── ImageNotFound           the image is not in the engine; build it first
     ├── BackendUnavailable      no Docker engine / Kubernetes API to talk to
     ├── EnvStartTimeout         the environment did not become ready in time
+    ├── EnvUnavailable          a running environment stopped answering (crashed, killed)
     ├── ResetError              an in-place reset failed
     ├── VerifierError           a verifier could not be run (not: it said "others")
     └── SynthesisError          an LLM stage failed after its retries
@@ -23,6 +24,7 @@ __all__ = [
     "BackendUnavailable",
     "DatasetError",
     "EnvStartTimeout",
+    "EnvUnavailable",
     "ImageBuildError",
     "ImageNotFound",
     "ResetError",
@@ -76,6 +78,10 @@ class BackendUnavailable(AWMError):
 
 
 class EnvStartTimeout(AWMError):
+    pass
+
+
+class EnvUnavailable(AWMError):
     pass
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
 from builder.build import BuildResult, build_images
 from builder.catalog import load_catalog
+from runtime.base import StartOptions
 from runtime.docker_backend import DockerBackend
 from runtime.env import Env
 from tests.helpers import EXAMPLES
 
-TEST_LABEL = {"awm.test": "image"}
+TEST_LABEL = {"awm-test": "image"}
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +29,15 @@ def example_images(docker_client: docker.DockerClient) -> dict[str, BuildResult]
 
 @pytest.fixture(scope="session")
 def backend(docker_client: docker.DockerClient) -> DockerBackend:
-    return DockerBackend(client=docker_client)
+    return DockerBackend(docker_client)
 
 
 @pytest.fixture
 def start_env(backend: DockerBackend) -> Iterator[Callable[..., Env]]:
     started: list[Env] = []
 
-    def start(image: str, **kwargs: object) -> Env:
-        env = backend.start(image, labels=TEST_LABEL, **kwargs)  # type: ignore[arg-type]
+    def start(image: str, **kwargs: Any) -> Env:
+        env = backend.start(image, StartOptions(labels=TEST_LABEL, **kwargs))
         started.append(env)
         return env
 

@@ -129,13 +129,12 @@ def test_module_crashing_on_import_fails_the_start_with_its_log(
         docker_client, load_catalog(root).bundles["broken_start_test"], ensure_base_image(docker_client), check=False
     )
     assert result.status in ("built", "cached")
-    before = {c.id for c in docker_client.containers.list(all=True)}
     with pytest.raises(EnvStartTimeout) as info:
         start_env(result.tag)
     message = str(info.value)
     assert "exited with code 3" in message
     assert "scenario 'broken_start_test': environment module failed on import: ModuleNotFoundError" in message
-    assert {c.id for c in docker_client.containers.list(all=True)} == before  # nothing left behind
+    assert docker_client.containers.list(all=True, filters={"ancestor": result.tag}) == []  # nothing left
 
 
 def test_module_blocking_at_import_fails_the_build_in_time(docker_client: docker.DockerClient, tmp_path: Path) -> None:
@@ -148,11 +147,10 @@ def test_module_blocking_at_import_fails_the_build_in_time(docker_client: docker
     from builder.base_image import ensure_base_image
 
     bundle = load_catalog(root).bundles["blocking_desk_test"]
-    before = {c.id for c in docker_client.containers.list(all=True)}
     result = build_bundle(docker_client, bundle, ensure_base_image(docker_client), rebuild=True, check_timeout_s=3)
     assert result.status == "failed"
     assert result.error == (
         "scenario 'blocking_desk_test': environment module did not finish importing within 3s "
         "(does it start a server or block at import time?)"
     )
-    assert {c.id for c in docker_client.containers.list(all=True)} == before
+    assert docker_client.containers.list(all=True, filters={"label": "awm.scenario=blocking_desk_test"}) == []

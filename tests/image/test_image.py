@@ -146,9 +146,12 @@ def test_concurrent_writes_during_reset(
     assert final == expected
 
 
-def test_hardened_container(example_images: dict[str, BuildResult], start_env: Callable[..., Env]) -> None:
+def test_hardened_container(
+    example_images: dict[str, BuildResult], start_env: Callable[..., Env], docker_client: docker.DockerClient
+) -> None:
     env = start_env(example_images["trailhead_campground_reservations"].tag)
-    attrs = env.container.attrs
+    container = docker_client.containers.get(env.id)
+    attrs = container.attrs
     host = attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
@@ -157,7 +160,7 @@ def test_hardened_container(example_images: dict[str, BuildResult], start_env: C
     assert attrs["Config"]["User"] == "10001:10001"
     assert env.client.info()["runtime"]["uid"] == 10001
     # the image's files cannot be changed, the seed least of all
-    code, out = env.container.exec_run(
+    code, out = container.exec_run(
         ["python", "-c", "open('/opt/awm/scenario/seed.db', 'r+b')"], user="10001:10001"
     )
     assert code != 0 and b"Read-only file system" in out or b"Permission denied" in out

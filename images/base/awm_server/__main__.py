@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import tempfile
 from dataclasses import replace
@@ -22,6 +24,21 @@ from awm_server.settings import Settings
 def _fail(message: str, code: int = 3) -> int:
     print(f"awm-server: error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+def _await_seal(timeout_s: float = 60.0) -> bool:
+    """Wait for SIGUSR1 before any environment code runs.
+
+    The runtime starts the container, installs the egress guard in its network namespace, then
+    signals; so even the module's import-time code never runs with the network open. A signal
+    sent before this point is discarded (PID 1 ignores signals it has no handler for), so the
+    runtime repeats it until the server answers; repeats after the wait are ignored.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    got = signal.sigtimedwait({signal.SIGUSR1}, timeout_s)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+    return got is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from awm_server.envmodule import ModuleImportError
     from awm_server.environment import Environment
+
+    if command == "serve" and os.environ.get("AWM_AWAIT_SEAL") == "1" and not _await_seal():
+        return _fail("no SIGUSR1 within 60s: the runtime did not confirm the network guard", 4)
 
     if command == "check":
         settings = replace(settings, work_dir=Path(tempfile.mkdtemp(prefix="awm-check-")))
