@@ -62,6 +62,9 @@ class StartOptions:
     isolation: Isolation = Isolation.SEALED
     host_port: int | None = None  # PUBLISHED only: a fixed port on 127.0.0.1 (engine picks if None)
     run_id: str | None = None  # the session label; the backend's own when None
+    # No owning process: not removed when this process exits, nor by `gc`; `awm env stop` is
+    # how it ends. For environments started from the command line.
+    detached: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +29,7 @@ from mcp.types import TextContent, Tool
 
 from runtime.errors import AWMError, EnvUnavailable, ResetError, VerifierError
 
-__all__ = ["AsyncEnvClient", "EnvClient", "ToolResult"]
+__all__ = ["AsyncEnvClient", "EnvClient", "ToolResult", "list_mcp_tools", "open_mcp_session"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,27 @@ class ToolResult:
 
     text: str
     is_error: bool
+
+
+@asynccontextmanager
+async def open_mcp_session(
+    mcp_url: str, *, headers: dict[str, str] | None = None, timeout_s: float = 60.0
+) -> AsyncIterator[ClientSession]:
+    """An initialised MCP client session on any streamable-HTTP MCP endpoint."""
+    timeout = httpx.Timeout(timeout_s, read=max(timeout_s, 300.0))
+    async with (
+        create_mcp_http_client(headers=headers, timeout=timeout) as http,
+        streamable_http_client(mcp_url, http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def list_mcp_tools(mcp_url: str, *, headers: dict[str, str] | None = None) -> list[Tool]:
+    """The tools of any MCP endpoint (for `awm env check`)."""
+    async with open_mcp_session(mcp_url, headers=headers) as session:
+        return list((await session.list_tools()).tools)
 
 
 class _EnvClientBase:
@@ -72,17 +93,9 @@ class _EnvClientBase:
         text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
         return ToolResult(text=text, is_error=bool(result.isError))
 
-    @asynccontextmanager
-    async def mcp_session(self) -> AsyncIterator[ClientSession]:
+    def mcp_session(self) -> AbstractAsyncContextManager[ClientSession]:
         """An initialised MCP client session on this environment's /mcp endpoint."""
-        timeout = httpx.Timeout(self.timeout_s, read=max(self.timeout_s, 300.0))
-        async with (
-            create_mcp_http_client(headers=self._headers(), timeout=timeout) as http,
-            streamable_http_client(self.mcp_url, http_client=http) as (read, write, _),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            yield session
+        return open_mcp_session(self.mcp_url, headers=self._headers(), timeout_s=self.timeout_s)
 
 
 def _unavailable(base_url: str, what: str, exc: Exception) -> EnvUnavailable:
@@ -137,6 +150,10 @@ class AsyncEnvClient(_EnvClientBase):
         """Several calls in one MCP session (one handshake), in order."""
         async with self.mcp_session() as session:
             return [self._tool_result(await session.call_tool(n, a)) for n, a in calls]
+
+    @property
+    def is_closed(self) -> bool:
+        return self._http.is_closed
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -116,7 +116,7 @@ class DockerBackend:
             raise ImageNotFound(
                 f"image {image} not found; build it with `awm build DATASET --only {guess}`", image=image
             ) from exc
-        labels = {**user_labels, **owner_labels(opts.run_id or self.run_id, scenario)}
+        labels = {**user_labels, **owner_labels(opts.run_id or self.run_id, scenario, detached=opts.detached)}
         environment = dict(opts.env)
         if opts.control_token:
             environment["AWM_CONTROL_TOKEN"] = opts.control_token
@@ -148,7 +148,8 @@ class DockerBackend:
             )
         except docker.errors.APIError as exc:
             raise BackendUnavailable(f"could not start {image}: {exc.explanation or exc}", image=image) from exc
-        reaper.track(container.id, lambda: self.stop(container.id))
+        if not opts.detached:
+            reaper.track(container.id, lambda: self.stop(container.id))
         isolation = opts.isolation
         try:
             if isolation is Isolation.SEALED and not self._seal(container, image):

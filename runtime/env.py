@@ -71,9 +71,15 @@ class Env:
     @property
     def aclient(self) -> AsyncEnvClient:
         """An async client of the same server (made on first use; `await env.aclient.aclose()`)."""
-        if self._aclient is None:
+        if self._aclient is None or self._aclient.is_closed:
             self._aclient = AsyncEnvClient(self.base_url, token=self.token, timeout_s=self._request_timeout_s)
         return self._aclient
+
+    async def aclose(self) -> None:
+        """Close the async client, if one was made (its connections belong to the running loop)."""
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = None
 
     def _live(self, action: str) -> None:
         if self.state is EnvState.STOPPED:

@@ -3,7 +3,7 @@
     awm.scenario      the scenario id
     awm.version       the version of awm that started it
     awm.run-id        the session (one pool, one test run...) it belongs to
-    awm.owner         host:pid:start-time of the process that started it
+    awm.owner         host:pid:start-time of the process that started it, or "detached"
 
 The owner's process start time (from /proc) guards against a recycled pid: a container whose
 owner's pid now belongs to another process is an orphan. `awm env gc` removes orphans of this
@@ -88,8 +88,12 @@ def check_user_labels(labels: dict[str, str] | None) -> dict[str, str]:
     return labels
 
 
-def owner_labels(run_id: str, scenario: str | None = None) -> dict[str, str]:
-    labels = {LABEL_VERSION: AWM_VERSION, LABEL_RUN_ID: run_id, LABEL_OWNER: str(Owner.current())}
+DETACHED = "detached"
+
+
+def owner_labels(run_id: str, scenario: str | None = None, *, detached: bool = False) -> dict[str, str]:
+    owner = DETACHED if detached else str(Owner.current())
+    labels = {LABEL_VERSION: AWM_VERSION, LABEL_RUN_ID: run_id, LABEL_OWNER: owner}
     if scenario:
         labels[LABEL_SCENARIO] = scenario
     return labels

@@ -58,9 +58,9 @@ def _root(
 
 
 def _register() -> None:
-    from builder.cli import build, catalog, demo, seed
+    from builder.cli import build, catalog, demo, env, images, seed
 
-    for module in (catalog, seed, build, demo):
+    for module in (catalog, seed, build, images, env, demo):
         module.register(app)
 
 
