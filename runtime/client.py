@@ -45,7 +45,7 @@ async def open_mcp_session(
     mcp_url: str, *, headers: dict[str, str] | None = None, timeout_s: float = 60.0
 ) -> AsyncIterator[ClientSession]:
     """An initialised MCP client session on any streamable-HTTP MCP endpoint."""
-    timeout = httpx.Timeout(timeout_s, read=max(timeout_s, 300.0))
+    timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s), read=max(timeout_s, 300.0))
     async with (
         create_mcp_http_client(headers=headers, timeout=timeout) as http,
         streamable_http_client(mcp_url, http_client=http) as (read, write, _),
@@ -70,6 +70,12 @@ class _EnvClientBase:
     @property
     def mcp_url(self) -> str:
         return f"{self.base_url}/mcp"
+
+    @property
+    def _timeout(self) -> httpx.Timeout:
+        # A dead container's address may not answer at all: fail the connect fast, while a
+        # verifier may legitimately take long to answer.
+        return httpx.Timeout(self.timeout_s, connect=min(5.0, self.timeout_s))
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -107,7 +113,7 @@ class AsyncEnvClient(_EnvClientBase):
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60.0) -> None:
         super().__init__(base_url, token=token, timeout_s=timeout_s)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=timeout_s)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=self._timeout)
 
     async def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -170,7 +176,7 @@ class EnvClient(_EnvClientBase):
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60.0) -> None:
         super().__init__(base_url, token=token, timeout_s=timeout_s)
-        self._http = httpx.Client(base_url=self.base_url, headers=self._headers(), timeout=timeout_s)
+        self._http = httpx.Client(base_url=self.base_url, headers=self._headers(), timeout=self._timeout)
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         try:

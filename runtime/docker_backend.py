@@ -12,12 +12,12 @@ warning, and `Env.isolation` says so.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
 import subprocess
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -89,7 +89,6 @@ class DockerBackend:
                 ) from exc
         self.client = client
         self.run_id = run_id or new_run_id()
-        self._names = itertools.count()
 
     # -- starting -------------------------------------------------------------------------
 
@@ -128,7 +127,7 @@ class DockerBackend:
             network = {"ports": {f"{SERVER_PORT}/tcp": ("127.0.0.1", opts.host_port)}}
         else:
             network = {"network": self._isolated_network()}
-        name = f"awm-{scenario or 'env'}-{opts.run_id or self.run_id}-{next(self._names)}-{os.getpid()}"
+        name = f"awm-{scenario or 'env'}-{uuid.uuid4().hex[:10]}"
         try:
             container: Container = self.client.containers.run(
                 image,
