@@ -10,6 +10,12 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# The testcontainers module's fixtures (`awm_container`), as a user's conftest would load them.
+pytest_plugins = ["runtime.testing"]
+# No registry here: testcontainers' reaper image cannot be pulled. AWM's own owner labels and
+# `awm env gc` cover what it would clean up.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
