@@ -34,7 +34,7 @@ from builder.models import (
     VerifierRecord,
 )
 from builder.names import normalise
-from builder.routes import read_routes
+from builder.routes import parse, read_routes
 from builder.seed import build_seed
 from runtime.errors import DatasetError, ScenarioNotFound
 
@@ -152,7 +152,7 @@ def _read_jsonl(
 def verifier_function(code: str) -> tuple[str, list[str]] | None:
     """Name and parameters of the first `def verify_...` in verifier source, or None."""
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         match = re.search(r"^def (verify_\w+)\s*\(([^)]*)\)", code, re.M)
         if not match:

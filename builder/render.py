@@ -101,7 +101,13 @@ def render(
         "scenario/tasks.json": _json(bundle.tasks),
         "scenario/verifiers.json": _json(verifiers),
     }
-    source_digest = hashlib.sha256(bundle.model_dump_json(exclude={"problems"}).encode()).hexdigest()
+    # Where a record sat in its file (verifier line numbers) is not part of the scenario.
+    source = bundle.model_dump(mode="json", exclude={"problems"})
+    for by_task in source["verifiers"].values():
+        for v in by_task.values():
+            v.pop("source_file")
+            v.pop("source_line")
+    source_digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
     manifest: dict[str, object] = {
         "scenario": bundle.id,
         "name": bundle.name,

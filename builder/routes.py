@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from dataclasses import dataclass, field
 
 from builder.models import Route
 
-__all__ = ["ModuleFacts", "read_routes"]
+__all__ = ["ModuleFacts", "parse", "read_routes"]
+
+# CPython 3.11 can fail ("AST constructor recursion depth mismatch") when threads parse at
+# once (python/cpython#106905); the synthesis pipeline parses from a thread pool.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse(source: str) -> ast.Module:
+    """`ast.parse`, safe to call from several threads."""
+    with _PARSE_LOCK:
+        return ast.parse(source)
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options", "trace")
 
@@ -46,7 +57,7 @@ def read_routes(source: str) -> ModuleFacts:
     """Return the module's routes in registration order, with the facts the catalog checks."""
     facts = ModuleFacts()
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except SyntaxError as exc:
         facts.syntax_error = f"{exc.msg} (line {exc.lineno})"
         facts.syntax_error_line = exc.lineno

@@ -7,15 +7,26 @@ The sources are plain files that are pleasant to edit (schema.sql, data.sql, app
 verifier per task); the JSONL files are what the tool reads, exactly like a downloaded AWM
 release. Some files name a scenario by its display name and others by its id, as real data
 does, so the bundled dataset exercises the name join too.
+
+`gen_spec.jsonl` (the API spec an AWM module is written from) is derived from each app's own
+OpenAPI document, so it cannot drift from the code: one endpoint per route with its
+`request_params`. Their `example` values are the arguments the reference solutions pass (the
+first use of each tool), else 1 for an id in the path, else a value of the parameter's type
+for a required one; optional parameters nobody passes get none. `awm build --smoke` calls the
+read-only tools with these examples. Importing the apps needs fastapi (the test extra).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import sqlite3
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "src"
@@ -66,6 +77,79 @@ def _samples(src: Path) -> list[dict]:
     return groups
 
 
+def _openapi(src: Path) -> dict[str, Any]:
+    """The OpenAPI document of an example app (imported with a throwaway database URL)."""
+    name = f"_awm_example_{src.name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = os.environ.get("DATABASE_PATH")
+        os.environ["DATABASE_PATH"] = f"sqlite:///{tmp}/spec.db"
+        try:
+            spec = importlib.util.spec_from_file_location(name, src / "app.py")
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # pydantic resolves annotations through it
+            spec.loader.exec_module(module)
+            return module.app.openapi()  # type: ignore[no-any-return]
+        finally:
+            sys.modules.pop(name, None)
+            if saved is None:
+                os.environ.pop("DATABASE_PATH", None)
+            else:
+                os.environ["DATABASE_PATH"] = saved
+
+
+def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    if "anyOf" in schema:  # Optional[X] -> X
+        schema = next((s for s in schema["anyOf"] if s.get("type") != "null"), schema["anyOf"][0])
+        return _resolve(doc, schema)
+    return schema
+
+
+def _placeholder(schema: dict[str, Any]) -> Any:
+    if schema.get("enum"):
+        return schema["enum"][0]
+    return {"integer": 1, "number": 1.0, "boolean": False, "array": []}.get(schema.get("type", ""), "example")
+
+
+def _spec(src: Path, solutions: dict[str, Any]) -> dict[str, Any]:
+    """The api_spec of an example, from its app's OpenAPI document (see the module docstring)."""
+    used: dict[str, dict[str, Any]] = {}
+    for idx in sorted(solutions, key=int):
+        for call in solutions[idx]["calls"]:
+            used.setdefault(call["tool"], call["arguments"])
+    doc = _openapi(src)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            params: dict[str, dict[str, Any]] = {}
+            raw = [(p["name"], p["in"], bool(p.get("required")), _resolve(doc, p.get("schema", {})),
+                    p.get("description", "")) for p in op.get("parameters", [])]
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                body = _resolve(doc, body)
+                required = set(body.get("required", []))
+                raw += [(n, "body", n in required, _resolve(doc, s), s.get("description", ""))
+                        for n, s in body.get("properties", {}).items()]
+            for name, where, required, schema, description in raw:
+                param: dict[str, Any] = {"type": schema.get("type", "string"), "param_type": where,
+                                         "required": required, "description": description}
+                if name in used.get(op["operationId"], {}):
+                    param["example"] = used[op["operationId"]][name]
+                elif where == "path" and name.endswith("id"):
+                    param["example"] = 1
+                elif required:
+                    param["example"] = _placeholder(schema)
+                params[name] = param
+            groups.setdefault((op.get("tags") or ["default"])[0], []).append({
+                "path": path, "method": method.upper(), "summary": op.get("summary", ""),
+                "description": op.get("description", ""), "operation_id": op["operationId"],
+                "tags": op.get("tags", []), "request_params": params,
+            })
+    return {"api_groups": [{"group_name": g, "endpoints": eps} for g, eps in groups.items()]}
+
+
 def render() -> dict[str, str]:
     """File name -> content of every assembled file."""
     files: dict[str, list[str]] = {
@@ -75,6 +159,7 @@ def render() -> dict[str, str]:
             "gen_tasks.jsonl",
             "gen_db.jsonl",
             "gen_sample.jsonl",
+            "gen_spec.jsonl",
             "gen_envs.jsonl",
             "gen_verifier.pure_code.jsonl",
         )
@@ -104,6 +189,8 @@ def render() -> dict[str, str]:
                 "sample_data": {"tables": samples},
             },
         )
+        scenario_solutions = json.loads((src / "solutions.json").read_text())
+        add("gen_spec.jsonl", {"scenario": sid, "api_spec": _spec(src, scenario_solutions)})
         add(
             "gen_envs.jsonl",
             {"scenario": sid, "db_path": f"outputs/databases/{sid}.db", "full_code": (src / "app.py").read_text()},

@@ -58,9 +58,9 @@ def _root(
 
 
 def _register() -> None:
-    from builder.cli import build, catalog, demo, env, images, seed
+    from builder.cli import build, catalog, demo, env, gen, images, seed
 
-    for module in (catalog, seed, build, images, env, demo):
+    for module in (catalog, seed, build, images, env, demo, gen):
         module.register(app)
 
 

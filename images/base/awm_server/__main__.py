@@ -5,6 +5,7 @@
     tasks                                   print the tasks as JSON
     info                                    print the manifest as JSON
     check                                   import the module and list its tools (build check)
+    probe --dir D --out O                   call a module's tools on a scratch seed (awm gen)
 """
 
 from __future__ import annotations
@@ -54,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tasks", help="print the tasks")
     sub.add_parser("info", help="print the manifest")
     sub.add_parser("check", help="import the environment module and list its tools")
+    probe_cmd = sub.add_parser("probe", help="call a module's tools on a scratch copy of a seed")
+    probe_cmd.add_argument("--dir", type=Path, required=True, help="holds env.py, seed.db, runs.json")
+    probe_cmd.add_argument("--out", type=Path, required=True, help="writable: results.jsonl, kept dbs")
+    probe_cmd.add_argument("--tool-timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
+    if args.command == "probe":  # needs no scenario directory: it brings its own files
+        from awm_server.probe import probe as run_probe
+
+        return run_probe(args.dir, args.out, tool_timeout_s=args.tool_timeout)
     settings = Settings.from_env()
     command = args.command or "serve"
 
