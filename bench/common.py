@@ -377,23 +377,14 @@ def hardened_run_options(backend: Any, name: str) -> dict[str, Any]:
     and CPU limits from runtime.base.Resources) and the server port published on 127.0.0.1.
     Derived from the runtime's defaults, so a change there shows here.
     """
-    from runtime.base import Resources
-    from runtime.docker_backend import SERVER_PORT
+    from runtime.docker_backend import SERVER_PORT, sandbox_options
     from runtime.labels import owner_labels
 
-    r = Resources()
     return dict(
         detach=True,
         labels={**bench_labels(name), **owner_labels(backend.run_id)},
         ports={f"{SERVER_PORT}/tcp": ("127.0.0.1", None)},
-        read_only=True,
-        tmpfs={"/tmp": f"rw,size={r.tmpfs_size},mode=1777"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        user="10001:10001",
-        mem_limit=r.memory,
-        pids_limit=r.pids,
-        nano_cpus=int(r.cpus * 1e9),
+        **sandbox_options(),
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-ORDER = ["reset", "cold_start", "tool_call"]  # as the architecture page lists the targets
+ORDER = ["reset", "cold_start", "tool_call", "scale", "pool"]  # as the architecture page lists the targets
 
 
 def fmt(value: float | None, unit: str) -> str:

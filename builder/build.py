@@ -50,7 +50,9 @@ from builder.render import BuildContext, image_repo, render
 from builder.report import BuildResult, ReportWriter, Status
 from builder.smoke import SmokeResult, load_record, save_record, smoke_test
 from runtime.errors import AWMError, BackendUnavailable, ImageBuildError
-from runtime.labels import LABEL_OWNER, LABEL_RUN_ID, Owner, owner_labels
+from runtime.base import Resources
+from runtime.docker_backend import remove_orphans, sandbox_options
+from runtime.labels import LABEL_RUN_ID, owner_labels
 
 __all__ = [
     "BUILD_RUN_PREFIX",
@@ -134,21 +136,9 @@ def reap_leftovers(client: docker.DockerClient) -> list[str]:
     Returns:
         The ids of the removed containers.
     """
-    removed = []
-    for container in client.containers.list(all=True, filters={"label": [LABEL_RUN_ID, LABEL_OWNER]}):
-        labels = container.labels or {}
-        if not labels.get(LABEL_RUN_ID, "").startswith(BUILD_RUN_PREFIX):
-            continue
-        owner = Owner.parse(labels.get(LABEL_OWNER, ""))
-        if owner is None or not owner.is_local() or owner.is_alive():
-            continue
-        try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            continue
-        log.info("removed container %s left by a killed build (owner %s)", container.short_id, owner)
-        removed.append(str(container.id))
-    return removed
+    return remove_orphans(
+        client, [LABEL_RUN_ID], lambda labels: labels[LABEL_RUN_ID].startswith(BUILD_RUN_PREFIX)
+    )
 
 
 def _check_image(
@@ -159,12 +149,7 @@ def _check_image(
         image_id,
         ["check"],
         detach=True,
-        network_mode="none",
-        read_only=True,
-        tmpfs={"/tmp": "rw,size=64m"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        mem_limit="512m",
+        **sandbox_options(Resources(tmpfs_size="64m"), network=False),
         labels={**owner_labels(run_id, ctx.scenario), _ROLE: "build-check"},
     )
     try:

@@ -39,6 +39,8 @@ import docker.errors
 
 from builder.render import BuildContext
 from runtime.errors import AWMError, ImageBuildError
+from runtime.base import Resources
+from runtime.docker_backend import sandbox_options
 from runtime.labels import owner_labels
 
 __all__ = ["BatchChecker", "CheckerUnavailable"]
@@ -184,13 +186,10 @@ class BatchChecker:
             entrypoint=["/opt/awm/venv/bin/python", "-c", _ZYGOTE, _MOUNT, str(self.concurrency)],
             command=[],
             detach=True,
-            network_mode="none",
-            read_only=True,
-            tmpfs={"/tmp": "rw,size=256m"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            mem_limit=f"{self.memory_mb}m",
-            pids_limit=64 * self.concurrency,
+            **sandbox_options(
+                Resources(memory=f"{self.memory_mb}m", pids=64 * self.concurrency, cpus=float(os.cpu_count() or 1)),
+                network=False,
+            ),
             volumes={str(self._dir): {"bind": _MOUNT, "mode": "ro"}},
             labels={**owner_labels(self.run_id), "awm.role": "build-checker"},
         )

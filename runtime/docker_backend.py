@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +28,7 @@ import httpx
 from docker.models.containers import Container
 
 from runtime import reaper
-from runtime.base import EnvRecord, Isolation, StartOptions
+from runtime.base import EnvRecord, Isolation, Resources, StartOptions
 from runtime.env import Env
 from runtime.errors import BackendUnavailable, EnvStartTimeout, ImageNotFound
 from runtime.labels import (
@@ -40,7 +41,7 @@ from runtime.labels import (
     owner_labels,
 )
 
-__all__ = ["ISOLATED_NETWORK", "DockerBackend"]
+__all__ = ["ISOLATED_NETWORK", "DockerBackend", "remove_orphans", "sandbox_options"]
 
 log = logging.getLogger("awm")
 
@@ -59,6 +60,52 @@ _GUARD_RULES = """*filter
 -A OUTPUT -j REJECT
 COMMIT
 """
+
+
+def sandbox_options(resources: Resources | None = None, *, network: bool = True) -> dict[str, Any]:
+    """`containers.run` options every container of this project gets.
+
+    Read-only root with a tmpfs /tmp, uid 10001, no capabilities, no-new-privileges, memory,
+    CPU and pids limits; with `network=False` no network at all (build checks, probes).
+    """
+    r = resources or Resources()
+    options: dict[str, Any] = dict(
+        read_only=True,
+        tmpfs={"/tmp": f"rw,size={r.tmpfs_size},mode=1777"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        user="10001:10001",
+        mem_limit=r.memory,
+        pids_limit=r.pids,
+        nano_cpus=int(r.cpus * 1e9),
+    )
+    if not network:
+        options["network_mode"] = "none"
+    return options
+
+
+def remove_orphans(
+    client: docker.DockerClient,
+    labels: list[str] | None = None,
+    select: Callable[[dict[str, str]], bool] = lambda _labels: True,
+) -> list[str]:
+    """Remove containers (with all of `labels`) whose owning process on this host is gone.
+
+    Containers of live owners, of other hosts and detached ones stay. Returns the removed ids.
+    """
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": [LABEL_OWNER, *(labels or [])]}):
+        container_labels = container.labels or {}
+        owner = Owner.parse(container_labels.get(LABEL_OWNER, ""))
+        if owner is None or not owner.is_local() or owner.is_alive() or not select(container_labels):
+            continue
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            continue
+        log.info("removed %s (%s), its owner %s is gone", container.name, container.image.tags, owner)
+        removed.append(str(container.id))
+    return removed
 
 
 class DockerBackend:
@@ -121,7 +168,6 @@ class DockerBackend:
             environment["AWM_CONTROL_TOKEN"] = opts.control_token
         if opts.isolation is Isolation.SEALED:
             environment["AWM_AWAIT_SEAL"] = "1"
-        r = opts.resources
         network: dict[str, Any]
         if opts.isolation is Isolation.PUBLISHED:
             network = {"ports": {f"{SERVER_PORT}/tcp": ("127.0.0.1", opts.host_port)}}
@@ -135,14 +181,7 @@ class DockerBackend:
                 detach=True,
                 environment=environment,
                 labels=labels,
-                read_only=True,
-                tmpfs={"/tmp": f"rw,size={r.tmpfs_size},mode=1777"},
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                user="10001:10001",
-                mem_limit=r.memory,
-                pids_limit=r.pids,
-                nano_cpus=int(r.cpus * 1e9),
+                **sandbox_options(opts.resources),
                 **network,
             )
         except docker.errors.APIError as exc:
@@ -317,13 +356,5 @@ class DockerBackend:
         return out
 
     def gc(self) -> list[str]:
-        """Remove containers of this host whose owning process is gone; return their ids."""
-        removed = []
-        for record in self.list():
-            owner = Owner.parse(record.owner or "")
-            if owner is None or not owner.is_local() or owner.is_alive():
-                continue
-            self.stop(record.id)
-            removed.append(record.id)
-            log.info("removed orphan %s (%s, owner %s gone)", record.name, record.image, owner)
-        return removed
+        """Remove environments of this host whose owning process is gone; return their ids."""
+        return remove_orphans(self.client, [LABEL_RUN_ID])

@@ -28,6 +28,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import HttpWaitStrategy
 
 from runtime.client import EnvClient
+from runtime.docker_backend import sandbox_options
 from runtime.labels import check_user_labels, new_run_id, owner_labels
 
 __all__ = ["SERVER_PORT", "AWMContainer", "awm_container"]
@@ -65,16 +66,9 @@ class AWMContainer(DockerContainer):  # type: ignore[misc]
         run_labels = {**check_user_labels(labels), **owner_labels(new_run_id())}
         self.with_kwargs(labels=run_labels)
         if hardened:  # with_kwargs replaces, so the labels go again
-            self.tmpfs["/tmp"] = "rw,size=256m,mode=1777"
-            self.with_kwargs(
-                labels=run_labels,
-                read_only=True,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                user="10001:10001",
-                mem_limit="512m",
-                pids_limit=256,
-            )
+            options = sandbox_options()
+            self.tmpfs.update(options.pop("tmpfs"))
+            self.with_kwargs(labels=run_labels, **options)
         self.waiting_for(
             HttpWaitStrategy(SERVER_PORT, "/_awm/health")
             .for_status_code(200)

@@ -29,7 +29,9 @@ from pydantic import BaseModel, Field
 
 from builder.base_image import ensure_base_image
 from runtime.errors import BackendUnavailable, SynthesisError
-from runtime.labels import LABEL_OWNER, Owner, owner_labels
+from runtime.base import Resources
+from runtime.docker_backend import remove_orphans, sandbox_options
+from runtime.labels import owner_labels
 
 __all__ = [
     "PROBE_ROLE",
@@ -91,18 +93,7 @@ class Prober(Protocol):
 
 def reap_probe_leftovers(client: docker.DockerClient) -> list[str]:
     """Remove probe containers whose owning process on this host is gone (a killed run)."""
-    removed = []
-    for container in client.containers.list(all=True, filters={"label": [f"{_ROLE}={PROBE_ROLE}", LABEL_OWNER]}):
-        owner = Owner.parse((container.labels or {}).get(LABEL_OWNER, ""))
-        if owner is None or not owner.is_local() or owner.is_alive():
-            continue
-        try:
-            container.remove(force=True)
-        except docker.errors.NotFound:
-            continue
-        log.info("removed probe container %s left by a killed run", container.short_id)
-        removed.append(str(container.id))
-    return removed
+    return remove_orphans(client, [f"{_ROLE}={PROBE_ROLE}"])
 
 
 class DockerProber:
@@ -192,13 +183,7 @@ class DockerProber:
                 self.image,
                 ["probe", "--dir", "/x", "--out", "/y", "--tool-timeout", f"{self.tool_timeout_s:g}"],
                 detach=True,
-                network_mode="none",
-                read_only=True,
-                tmpfs={"/tmp": "rw,size=256m"},
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                mem_limit=self.memory,
-                pids_limit=256,
+                **sandbox_options(Resources(memory=self.memory), network=False),
                 volumes={str(src): {"bind": "/x", "mode": "ro"}, str(dst): {"bind": "/y", "mode": "rw"}},
                 labels={**owner_labels(self.run_id, scenario), _ROLE: PROBE_ROLE},
             )
