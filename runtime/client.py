@@ -24,7 +24,6 @@ from typing import Any, Self
 import httpx
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import TextContent, Tool
 
 from runtime.errors import AWMError, EnvUnavailable, ResetError, VerifierError
@@ -40,14 +39,20 @@ class ToolResult:
     is_error: bool
 
 
+def _needs_tls(url: str) -> bool:
+    # Loading the CA bundle costs ~20 ms per client; environments are mostly plain http.
+    return url.startswith("https://")
+
+
 @asynccontextmanager
 async def open_mcp_session(
     mcp_url: str, *, headers: dict[str, str] | None = None, timeout_s: float = 60.0
 ) -> AsyncIterator[ClientSession]:
     """An initialised MCP client session on any streamable-HTTP MCP endpoint."""
     timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s), read=max(timeout_s, 300.0))
+    # what mcp's create_mcp_http_client makes, without loading CA certificates for plain http
     async with (
-        create_mcp_http_client(headers=headers, timeout=timeout) as http,
+        httpx.AsyncClient(headers=headers, timeout=timeout, follow_redirects=True, verify=_needs_tls(mcp_url)) as http,
         streamable_http_client(mcp_url, http_client=http) as (read, write, _),
         ClientSession(read, write) as session,
     ):
@@ -113,7 +118,9 @@ class AsyncEnvClient(_EnvClientBase):
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60.0) -> None:
         super().__init__(base_url, token=token, timeout_s=timeout_s)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers(), timeout=self._timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers(), timeout=self._timeout, verify=_needs_tls(self.base_url)
+        )
 
     async def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -176,7 +183,9 @@ class EnvClient(_EnvClientBase):
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60.0) -> None:
         super().__init__(base_url, token=token, timeout_s=timeout_s)
-        self._http = httpx.Client(base_url=self.base_url, headers=self._headers(), timeout=self._timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self._headers(), timeout=self._timeout, verify=_needs_tls(self.base_url)
+        )
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         try:
