@@ -377,7 +377,7 @@ def main() -> int:
                 what=WHAT_COLD, role="baseline",
                 notes=f"same image and options, --entrypoint runs the module with uvicorn; GET {BASELINE_ROUTE}"),
         reference("reference: original launcher (cited, not measured here)", ORIGINAL_LAUNCHER_MS, what=WHAT_COLD,
-                  source="docs/architecture.md, 'Performance targets': the original launcher: ~2.8 s on this machine"),
+                  source="the architecture page (shared/docs/architecture.md), 'Performance targets': the original launcher: ~2.8 s on this machine"),
         variant("  5 ms path: docker run → process started (engine)", s["direct_started"], what=WHAT_COLD,
                 role="context", notes="State.StartedAt minus the time before containers.run"),
         variant("  5 ms path: process started → /_awm/health 200", s["direct_started_to_health"],

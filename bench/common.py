@@ -3,7 +3,7 @@
 Every benchmark writes one JSON document to ``bench/results/<name>.json`` (a temporary file
 renamed into place) holding the benchmark's name, the date (UTC), facts about the machine, the
 parameters, and one entry per measured variant with n, p50, p95, p99, mean, min and max, the
-target from docs/architecture.md ("Performance targets") and whether it was met.
+target from the architecture page (shared/docs/architecture.md) ("Performance targets") and whether it was met.
 
 Timings are reported, never asserted: the machines are shared and noisy. A benchmark fails only
 when the thing it measures does not work (a reset that does not reset, a tool call that errors).
@@ -44,7 +44,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 # = bench-<name>-..., awm.owner), so `awm env gc` removes them if a benchmark is SIGKILLed.
 BENCH_LABEL = "awm-bench"
 
-ARCHITECTURE_PAGE = "docs/architecture.md, section 'Performance targets'"
+ARCHITECTURE_PAGE = "the architecture page (shared/docs/architecture.md), section 'Performance targets'"
 
 __all__ = [
     "ARCHITECTURE_PAGE",

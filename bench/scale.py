@@ -63,9 +63,9 @@ from builder.variants import derive_variants  # noqa: E402
 
 PREFIX = "bench scale"  # image names awm/bench_scale_...
 NAIVE_REPO = "awm-bench/naive"
-TARGET_RATE = 2.0  # images/s on 2 cores (docs/architecture.md, "Performance targets")
+TARGET_RATE = 2.0  # images/s on 2 cores (the architecture page (shared/docs/architecture.md), "Performance targets")
 TARGET_RATIO = 2.0  # incremental size <= 2 x (seed.db + module + verifiers)
-SOURCE = "docs/architecture.md, section 'Performance targets'"
+SOURCE = "the architecture page (shared/docs/architecture.md), section 'Performance targets'"
 
 NAIVE_DOCKERFILE = """\
 # The naive way: one self-contained Dockerfile per scenario that installs the stack itself.
