@@ -65,7 +65,8 @@ def run_demo(
     say(f"3. start {image} (read-only, non-root, no capabilities, memory and pids limits)")
     with DockerBackend(client).start(image) as env:
         tools = env.client.list_tools()
-        say(f"   MCP at {env.mcp_url}: {len(tools)} tools ({', '.join(t.name for t in tools[:4])}, ...)")
+        say(f"   MCP at {env.mcp_url} (network: {env.isolation.value}): {len(tools)} tools "
+            f"({', '.join(t.name for t in tools[:4])}, ...)")
         say(f"4. task {task_idx}: {bundle.tasks[task_idx]}")
         before = env.verify(task_idx)
         say(f"   verify before acting: {before['result']}")
