@@ -332,7 +332,7 @@ def log(message: str) -> None:
 
 def docker_client() -> docker.DockerClient:
     """The local engine's client, or exit with the reason and what to do."""
-    from builder.build import docker_client as project_client
+    from runtime.docker_backend import engine_client as project_client
     from runtime.errors import BackendUnavailable
 
     try:

@@ -51,7 +51,7 @@ from builder.report import BuildResult, ReportWriter, Status
 from builder.smoke import SmokeResult, load_record, save_record, smoke_test
 from runtime.errors import AWMError, BackendUnavailable, ImageBuildError
 from runtime.base import Resources
-from runtime.docker_backend import remove_orphans, sandbox_options
+from runtime.docker_backend import engine_client, remove_orphans, sandbox_options
 from runtime.labels import LABEL_RUN_ID, owner_labels
 
 __all__ = [
@@ -63,7 +63,6 @@ __all__ = [
     "build_bundle",
     "build_images",
     "default_jobs",
-    "docker_client",
     "excluded_results",
     "new_build_run_id",
     "reap_leftovers",
@@ -101,25 +100,6 @@ def default_jobs() -> int:
     verifiers are CPU-bound, so threads beyond the CPUs only queue.
     """
     return max(2, min(8, _cpus()))
-
-
-def docker_client(*, max_pool_size: int = 10) -> docker.DockerClient:
-    """A client for the local engine.
-
-    Args:
-        max_pool_size: HTTP connections kept to the engine; at least the number of threads.
-
-    Raises:
-        BackendUnavailable: no engine answers; says how to start one.
-    """
-    try:
-        client = docker.from_env(max_pool_size=max_pool_size)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise BackendUnavailable(
-            f"no Docker engine answers ({exc}); start one (`make docker` does it as root on Debian)"
-        ) from exc
-    return client
 
 
 def new_build_run_id() -> str:
@@ -506,7 +486,7 @@ def build_images(
     """
     bundles = list(bundles)
     jobs = max(1, jobs or default_jobs())
-    client = client or docker_client(max_pool_size=max(10, 2 * jobs + 2))
+    client = client or engine_client(max_pool_size=max(10, 2 * jobs + 2))
     base = ensure_base_image(client, on_step=on_step)
     if report is not None:
         report.report.base_image = base

@@ -9,11 +9,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from builder.build import build_images, docker_client
+from builder.build import build_images
 from builder.catalog import load_catalog
 from builder.replay import load_solutions
 from builder.render import image_repo
-from runtime.docker_backend import DockerBackend
+from runtime.docker_backend import DockerBackend, engine_client
 from runtime.errors import AWMError
 
 __all__ = ["run_demo"]
@@ -44,7 +44,7 @@ def run_demo(
     """
     catalog = load_catalog(dataset)
     say(f"1. catalog {dataset}: {len(catalog.bundles)} scenarios load, {len(catalog.excluded)} excluded")
-    client = docker_client()
+    client = engine_client()
     say("2. build images (the base image is made once per machine; unchanged scenarios are cached)")
     results = build_images(
         catalog.bundles.values(),

@@ -41,7 +41,7 @@ from runtime.labels import (
     owner_labels,
 )
 
-__all__ = ["ISOLATED_NETWORK", "DockerBackend", "remove_orphans", "sandbox_options"]
+__all__ = ["ISOLATED_NETWORK", "DockerBackend", "engine_client", "remove_orphans", "sandbox_options"]
 
 log = logging.getLogger("awm")
 
@@ -60,6 +60,27 @@ _GUARD_RULES = """*filter
 -A OUTPUT -j REJECT
 COMMIT
 """
+
+
+def engine_client(purpose: str = "", *, max_pool_size: int = 10) -> docker.DockerClient:
+    """A client of the local Docker engine, checked to answer.
+
+    Args:
+        purpose: why an engine is needed, said first in the error.
+        max_pool_size: HTTP connections kept to the engine; at least the number of threads.
+
+    Raises:
+        BackendUnavailable: no engine answers; says how to start one.
+    """
+    try:
+        client = docker.from_env(max_pool_size=max_pool_size)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        why = f"{purpose}, and " if purpose else ""
+        raise BackendUnavailable(
+            f"{why}no Docker engine answers ({exc}); start one (`make docker` does it as root on Debian)"
+        ) from exc
+    return client
 
 
 def sandbox_options(resources: Resources | None = None, *, network: bool = True) -> dict[str, Any]:
@@ -126,15 +147,7 @@ class DockerBackend:
     """
 
     def __init__(self, client: docker.DockerClient | None = None, *, run_id: str | None = None) -> None:
-        if client is None:
-            try:
-                client = docker.from_env()
-                client.ping()
-            except docker.errors.DockerException as exc:
-                raise BackendUnavailable(
-                    f"no Docker engine answers ({exc}); start one (`make docker` does it as root on Debian)"
-                ) from exc
-        self.client = client
+        self.client = client or engine_client()
         self.run_id = run_id or new_run_id()
 
     # -- starting -------------------------------------------------------------------------

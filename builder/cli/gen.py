@@ -129,11 +129,12 @@ def _builder() -> Any:
 
     def build(bundle: Any) -> BuildOutcome:
         from builder.base_image import ensure_base_image
-        from builder.build import build_bundle, docker_client
+        from builder.build import build_bundle
+        from runtime.docker_backend import engine_client
         from builder.synth.pipeline import BuildOutcome
 
         if "client" not in state:
-            state["client"] = docker_client()
+            state["client"] = engine_client()
             state["base"] = ensure_base_image(state["client"])
         result = build_bundle(state["client"], bundle, state["base"])
         return BuildOutcome(status=result.status, tag=result.tag, error=result.error)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from builder.build import docker_client
+from runtime.docker_backend import engine_client
 from builder.cli import err_console, handle_errors
 from builder.images import (
     PushResult,
@@ -57,7 +57,7 @@ def ls(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List scenario images: scenario, tags, size, the digest built from, state and smoke status."""
-    images = list_images(docker_client(), scenarios=scenarios or [])
+    images = list_images(engine_client(), scenarios=scenarios or [])
     if as_json:
         print(json.dumps([i.model_dump() for i in images], indent=2))
         return
@@ -86,7 +86,7 @@ def prune(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only say what would be removed."),
 ) -> None:
     """Remove old digests and quarantined images; the current image of a scenario stays."""
-    actions = prune_images(docker_client(), scenarios=scenarios or [], old=old, broken=broken, dry_run=dry_run)
+    actions = prune_images(engine_client(), scenarios=scenarios or [], old=old, broken=broken, dry_run=dry_run)
     out = _out()
     verb = "would remove" if dry_run else "removed"
     for a in actions:
@@ -114,7 +114,7 @@ def export(
     """Write the current images as one `docker save` tarball; load it with `docker load -i FILE`."""
     with err_console.status("exporting") as status:
         result = export_images(
-            docker_client(), output, scenarios=scenarios or [], with_base=with_base,
+            engine_client(), output, scenarios=scenarios or [], with_base=with_base,
             on_progress=lambda n: status.update(f"exporting: {n / 1e6:.0f} MB"),
         )
     _out().print(f"wrote {result.path}: {len(result.images)} tag(s), {_mb(result.bytes)} "
@@ -138,7 +138,7 @@ def push(
     keep_tags: bool = typer.Option(False, "--keep-tags", help="Keep the local <registry>/... tags."),
 ) -> None:
     """Tag the current images <registry>/awm/<id>:<digest> and :latest and push them."""
-    results = push_images(docker_client(), registry, scenarios=scenarios or [], keep_tags=keep_tags,
+    results = push_images(engine_client(), registry, scenarios=scenarios or [], keep_tags=keep_tags,
                           on_result=_print_push)
     failed = [r for r in results if r.error]
     _out().print(f"pushed {len(results) - len(failed)} tag(s) to {registry}, {len(failed)} failed", highlight=False)
@@ -154,6 +154,6 @@ def pull(
     tag: str = typer.Option("latest", "--tag", help="The tag to pull."),
 ) -> None:
     """Pull images from a registry and tag them awm/<id>:<digest> and :latest, as a build would."""
-    results = pull_images(docker_client(), registry, scenarios, tag=tag, on_result=_print_push)
+    results = pull_images(engine_client(), registry, scenarios, tag=tag, on_result=_print_push)
     if any(r.error for r in results):
         raise typer.Exit(1)

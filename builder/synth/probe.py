@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from builder.base_image import ensure_base_image
 from runtime.errors import BackendUnavailable, SynthesisError
 from runtime.base import Resources
-from runtime.docker_backend import remove_orphans, sandbox_options
+from runtime.docker_backend import engine_client, remove_orphans, sandbox_options
 from runtime.labels import owner_labels
 
 __all__ = [
@@ -120,15 +120,7 @@ class DockerProber:
         run_id: str | None = None,
         memory: str = "1g",
     ) -> None:
-        if client is None:
-            try:
-                client = docker.from_env()
-                client.ping()
-            except docker.errors.DockerException as exc:
-                raise BackendUnavailable(
-                    f"the env and verifier stages run generated code in containers, and no Docker engine "
-                    f"answers ({exc}); start one (`make docker`)"
-                ) from exc
+        client = client or engine_client("the env and verifier stages run generated code in containers")
         self.client = client
         self.image = image or ensure_base_image(client)
         self.timeout_s = timeout_s
