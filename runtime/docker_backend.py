@@ -286,8 +286,10 @@ class DockerBackend:
                     if container.status in ("exited", "dead"):
                         break
                     base_url = base_url or self._base_url(container, opts)
-                if sealed:
-                    try:  # the guard is in place: let the server go on (repeats are ignored)
+                if sealed and polls % 10 == 0:
+                    # The guard is in place: let the server go on. It queues the signal from its
+                    # first milliseconds; the repeats cover one sent before that (and are ignored).
+                    try:
                         container.kill(signal="SIGUSR1")
                     except docker.errors.APIError:
                         pass

@@ -28,6 +28,11 @@ from awm_server.settings import Settings
 # environment. httpx falls back to a stub when the import fails.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
+# Queue the runtime's go-ahead signal (see _await_seal) from the first moment: a signal sent
+# while the stack imports is kept pending instead of discarded.
+if os.environ.get("AWM_AWAIT_SEAL") == "1":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
 
 def _fail(message: str, code: int = 3) -> int:
     print(f"awm-server: error: {message}", file=sys.stderr, flush=True)
@@ -38,9 +43,11 @@ def _await_seal(timeout_s: float = 60.0) -> bool:
     """Wait for SIGUSR1 before any environment code runs.
 
     The runtime starts the container, installs the egress guard in its network namespace, then
-    signals; so even the module's import-time code never runs with the network open. A signal
-    sent before this point is discarded (PID 1 ignores signals it has no handler for), so the
-    runtime repeats it until the server answers; repeats after the wait are ignored.
+    signals; so even the module's import-time code never runs with the network open. SIGUSR1
+    is blocked from the start of this module, so the signal waits here as pending; one sent in
+    the few milliseconds before that is discarded (PID 1 ignores signals it has no handler
+    for), so the runtime repeats it now and then until the server answers; repeats after the
+    wait are ignored.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     got = signal.sigtimedwait({signal.SIGUSR1}, timeout_s)
