@@ -31,7 +31,6 @@ import asyncio
 import json
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from common import (  # noqa: E402
     Target,
     Timer,
     bench_arguments,
-    docker_client,
+    begin_run,
     ensure_images,
     hardened_run_options,
     bench_backend,
@@ -53,7 +52,6 @@ from common import (  # noqa: E402
     container_of,
     container_url,
     log,
-    machine_facts,
     parse_docker_time,
     print_table,
     reference,
@@ -61,7 +59,6 @@ from common import (  # noqa: E402
     results_document,
     sigterm_as_interrupt,
     variant,
-    wait_for_quiet,
     wait_http,
 )
 from common import write_results  # noqa: E402
@@ -337,13 +334,8 @@ class Runs:
 def main() -> int:
     parser = bench_arguments(NAME, __doc__.splitlines()[0])
     args = parser.parse_args()
-    q = 1 if args.quick else 0
-    counts = {k: v[q] for k, v in COUNTS.items()}
-    started = datetime.now(UTC)
-
-    client = docker_client()
-    quiet = wait_for_quiet(client, args.wait_quiet)
-    machine = {**machine_facts(client), "quiet_check": quiet}
+    run = begin_run(args, COUNTS)
+    counts, started, client, machine = run.counts, run.started, run.client, run.machine
     bundle = load_catalog(EXAMPLES).bundles[SCENARIO]
     log("building (or finding cached) the image")
     image = str(ensure_images(client, [bundle])[SCENARIO].tag)

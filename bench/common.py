@@ -55,6 +55,7 @@ __all__ = [
     "Target",
     "Timer",
     "bench_arguments",
+    "begin_run",
     "bench_backend",
     "bench_labels",
     "container_of",
@@ -301,6 +302,29 @@ def bench_arguments(name: str, description: str) -> argparse.ArgumentParser:
                         help="first wait up to SECONDS for a quiet machine (no other running "
                              "containers, 1-minute load average < 1); the JSON records the outcome")
     return parser
+
+
+@dataclass
+class Run:
+    """What every benchmark sets up first: its counts, its start time, the engine and the machine."""
+
+    counts: dict[str, int]
+    started: datetime
+    client: docker.DockerClient
+    machine: dict[str, Any]
+
+
+def begin_run(args: argparse.Namespace, counts: dict[str, tuple[int, int]]) -> Run:
+    """Pick the default or --quick counts, connect, wait for quiet if asked, read the machine."""
+    started = datetime.now(UTC)
+    client = docker_client()
+    quiet = wait_for_quiet(client, args.wait_quiet)
+    return Run(
+        counts={k: v[1 if args.quick else 0] for k, v in counts.items()},
+        started=started,
+        client=client,
+        machine={**machine_facts(client), "quiet_check": quiet},
+    )
 
 
 def wait_for_quiet(client: docker.DockerClient, max_wait_s: float, *, load_below: float = 1.0) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,15 +28,13 @@ from bench.common import (  # noqa: E402
     Timer,
     bench_arguments,
     bench_backend,
+    begin_run,
     bench_labels,
-    docker_client,
     ensure_images,
     log,
-    machine_facts,
     print_table,
     results_document,
     variant,
-    wait_for_quiet,
     write_results,
 )
 from builder.catalog import load_catalog  # noqa: E402
@@ -69,13 +66,11 @@ def main() -> int:
     parser = bench_arguments(NAME, __doc__ or "")
     parser.add_argument("--fleet", type=int, default=40, help="environments started at once")
     args = parser.parse_args()
-    started = datetime.now(UTC)
-    client = docker_client()
-    quiet = wait_for_quiet(client, args.wait_quiet) if args.wait_quiet else None
-    machine = machine_facts(client)
+    run = begin_run(args, {"acquire": (300, 30), "start": (20, 5), "fleet": (args.fleet, 6)})
+    started, client, machine = run.started, run.client, run.machine
     bundle = load_catalog(EXAMPLES).bundles[SCENARIO]
     image = str(ensure_images(client, [bundle])[SCENARIO].tag)
-    n_acquire, n_start, fleet = (30, 5, 6) if args.quick else (300, 20, args.fleet)
+    n_acquire, n_start, fleet = run.counts["acquire"], run.counts["start"], run.counts["fleet"]
     options = StartOptions(labels=bench_labels(NAME))
     backend = bench_backend(client, NAME)
 
@@ -137,8 +132,7 @@ def main() -> int:
         quick=args.quick,
         machine=machine,
         parameters={"scenario": SCENARIO, "pool_size": 4, "acquire_cycles": n_acquire, "starts": n_start,
-                    "fleet": fleet, "budget_gib": BUDGET_GIB, "isolation": "SEALED (default)",
-                    "quiet": quiet},
+                    "fleet": fleet, "budget_gib": BUDGET_GIB, "isolation": "SEALED (default)"},
         variants=variants,
         started=started,
         density={"ran_at_once": fleet, "all_healthy": True, "budget_gib": BUDGET_GIB,

@@ -26,7 +26,6 @@ import math
 import sqlite3
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,17 @@ from common import (  # noqa: E402
     Target,
     Timer,
     bench_arguments,
-    docker_client,
+    begin_run,
     ensure_images,
     bench_backend,
     bench_labels,
     container_of,
     container_url,
     log,
-    machine_facts,
     print_table,
     results_document,
     sigterm_as_interrupt,
     variant,
-    wait_for_quiet,
     wait_http,
     write_results,
 )
@@ -240,13 +237,8 @@ def main() -> int:
     parser.add_argument("--keep-images", action="store_true",
                         help="keep the synthetic scenario's image (awm/bench_pantrypal_300k)")
     args = parser.parse_args()
-    q = 1 if args.quick else 0
-    counts = {k: v[q] for k, v in COUNTS.items()}
-    started = datetime.now(UTC)
-
-    client = docker_client()
-    quiet = wait_for_quiet(client, args.wait_quiet)
-    machine = {**machine_facts(client), "quiet_check": quiet}
+    run = begin_run(args, COUNTS)
+    counts, started, client, machine = run.counts, run.started, run.client, run.machine
     catalog = load_catalog(EXAMPLES)
     bundle = catalog.bundles[SCENARIO]
     solution = load_solutions(EXAMPLES)[SCENARIO][DIRTY_TASK]

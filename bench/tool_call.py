@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +43,13 @@ from common import (  # noqa: E402
     bench_arguments,
     bench_backend,
     bench_labels,
-    docker_client,
+    begin_run,
     ensure_images,
     log,
-    machine_facts,
     print_table,
     results_document,
     sigterm_as_interrupt,
     variant,
-    wait_for_quiet,
     write_results,
 )
 
@@ -147,13 +144,8 @@ async def measure(endpoints: dict[str, str], tool: str, arguments: dict[str, Any
 def main() -> int:
     parser = bench_arguments(NAME, __doc__.splitlines()[0])
     args = parser.parse_args()
-    q = 1 if args.quick else 0
-    counts = {k: v[q] for k, v in COUNTS.items()}
-    started = datetime.now(UTC)
-
-    client = docker_client()
-    quiet = wait_for_quiet(client, args.wait_quiet)
-    machine = {**machine_facts(client), "quiet_check": quiet}
+    run = begin_run(args, COUNTS)
+    counts, started, client, machine = run.counts, run.started, run.client, run.machine
     catalog = load_catalog(EXAMPLES)
     log("building (or finding cached) the images")
     images = {sid: str(r.tag) for sid, r in
