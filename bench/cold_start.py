@@ -63,9 +63,9 @@ from common import (  # noqa: E402
 )
 from common import write_results  # noqa: E402
 
-from builder.catalog import load_catalog  # noqa: E402
-from runtime.client import AsyncEnvClient  # noqa: E402
-from runtime.base import Isolation  # noqa: E402
+from awm.builder.catalog.loader import load_catalog  # noqa: E402
+from awm.runtime.client import AsyncEnvClient  # noqa: E402
+from awm.runtime.base import Isolation  # noqa: E402
 
 NAME = "cold_start"
 SCENARIO = "pantrypal_recipe_planner"
@@ -439,7 +439,7 @@ def main() -> int:
         "poll_interval_ms": POLL_S * 1000,
         "baseline": {"entrypoint": BASELINE_ENTRYPOINT, "environment": BASELINE_ENV, "ready": f"GET {BASELINE_ROUTE} == 200"},
         "memory": {"idle_before_s": IDLE_BEFORE_MEMORY_S, "unit": "MiB (2^20 bytes)"},
-        "mcp_client": "runtime.client.AsyncEnvClient.list_tools (mcp 1.26 streamable HTTP client)",
+        "mcp_client": "awm.runtime.client.AsyncEnvClient.list_tools (mcp 1.26 streamable HTTP client)",
     }
     document = results_document(NAME, quick=args.quick, machine=machine, parameters=parameters,
                                 variants=variants, started=started,

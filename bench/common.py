@@ -356,8 +356,8 @@ def log(message: str) -> None:
 
 def docker_client() -> docker.DockerClient:
     """The local engine's client, or exit with the reason and what to do."""
-    from runtime.docker_backend import engine_client as project_client
-    from runtime.errors import BackendUnavailable
+    from awm.runtime.docker_backend import engine_client as project_client
+    from awm.core.errors import BackendUnavailable
 
     try:
         return project_client()
@@ -367,7 +367,7 @@ def docker_client() -> docker.DockerClient:
 
 def ensure_images(client: docker.DockerClient, bundles: list[Any]) -> dict[str, Any]:
     """Build (or find cached) the images of `bundles`; scenario id -> BuildResult."""
-    from builder.build import build_images
+    from awm.builder.build.batch import build_images
 
     results = build_images(bundles, client=client)
     failed = [f"{r.scenario}: {r.error}" for r in results if r.status == "failed"]
@@ -383,8 +383,8 @@ def bench_labels(name: str) -> dict[str, str]:
 
 def bench_backend(client: docker.DockerClient, name: str) -> Any:
     """A DockerBackend whose containers carry the run id `bench-<name>-<random>`."""
-    from runtime.docker_backend import DockerBackend
-    from runtime.labels import new_run_id
+    from awm.runtime.docker_backend import DockerBackend
+    from awm.core.labels import new_run_id
 
     return DockerBackend(client, run_id=f"bench-{name}-{new_run_id()[:6]}")
 
@@ -398,11 +398,11 @@ def hardened_run_options(backend: Any, name: str) -> dict[str, Any]:
     """`containers.run` options equal to what DockerBackend.start uses with Isolation.PUBLISHED.
 
     Hardened (read-only, tmpfs /tmp, cap-drop ALL, no-new-privileges, uid 10001, memory, pids
-    and CPU limits from runtime.base.Resources) and the server port published on 127.0.0.1.
+    and CPU limits from awm.runtime.base.Resources) and the server port published on 127.0.0.1.
     Derived from the runtime's defaults, so a change there shows here.
     """
-    from runtime.docker_backend import SERVER_PORT, sandbox_options
-    from runtime.labels import owner_labels
+    from awm.runtime.docker_backend import SERVER_PORT, sandbox_options
+    from awm.core.labels import owner_labels
 
     return dict(
         detach=True,
@@ -417,7 +417,7 @@ def container_url(container: Container, timeout_s: float = 10.0) -> str:
 
     Both change when a container restarts, so read them again after each start.
     """
-    from runtime.docker_backend import SERVER_PORT
+    from awm.runtime.docker_backend import SERVER_PORT
 
     deadline = time.monotonic() + timeout_s
     while True:

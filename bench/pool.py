@@ -37,9 +37,9 @@ from bench.common import (  # noqa: E402
     variant,
     write_results,
 )
-from builder.catalog import load_catalog  # noqa: E402
-from runtime.base import StartOptions  # noqa: E402
-from runtime.pool import EnvPool  # noqa: E402
+from awm.builder.catalog.loader import load_catalog  # noqa: E402
+from awm.runtime.base import StartOptions  # noqa: E402
+from awm.runtime.pool import EnvPool  # noqa: E402
 
 NAME = "pool"
 SCENARIO = "pantrypal_recipe_planner"

@@ -10,7 +10,7 @@ Variants, all in the same run:
     answer 201 every time, which proves that the previous reset really restored the seed.
   * container restart: `container.restart()`, then poll `/_awm/health` every 5 ms until it
     answers 200 (the working copy lives on a tmpfs, so a restart is a reset too).
-  * rebuild from SQL: `builder.seed.build_seed` into a fresh SQLite file on the host, every
+  * rebuild from SQL: `awm.builder.catalog.seed.build_seed` into a fresh SQLite file on the host, every
     statement of the scenario's schema and sample data, as the original pipeline did per episode.
 In-place resets and SQL rebuilds alternate one by one, so that noise hits both alike.
 
@@ -53,11 +53,11 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from builder.catalog import load_catalog  # noqa: E402
-from builder.models import SampleData, SampleTable, ScenarioBundle  # noqa: E402
-from builder.replay import load_solutions, request_for  # noqa: E402
-from builder.seed import build_seed  # noqa: E402
-from runtime.base import Isolation  # noqa: E402
+from awm.builder.catalog.loader import load_catalog  # noqa: E402
+from awm.builder.catalog.models import SampleData, SampleTable, ScenarioBundle  # noqa: E402
+from awm.builder.catalog.solutions import load_solutions, request_for  # noqa: E402
+from awm.builder.catalog.seed import build_seed  # noqa: E402
+from awm.runtime.base import Isolation  # noqa: E402
 
 NAME = "reset"
 SCENARIO = "pantrypal_recipe_planner"
@@ -253,7 +253,7 @@ def main() -> int:
         "dirty_call": {"tool": write.tool, "arguments": write.arguments, "sent_as": "plain HTTP to the route"},
         "isolation": {"in_place": "default (SEALED)", "restart": "INTERNAL (a SEALED container cannot be restarted as is)"},
         "restart": {"timeout_s": 10, "ready": "GET /_awm/health == 200, polled every 5 ms"},
-        "sql_rebuild": "builder.seed.build_seed into a fresh file on the host (foreign_keys=ON, VACUUM, rename)",
+        "sql_rebuild": "awm.builder.catalog.seed.build_seed into a fresh file on the host (foreign_keys=ON, VACUUM, rename)",
         "interleaving": "in-place resets and SQL rebuilds alternate one by one",
     }
     built_here: list[str] = []

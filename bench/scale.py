@@ -53,13 +53,13 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from builder.base_image import BASE_DIR, ensure_base_image, ensure_os_image, ensure_wheelhouse  # noqa: E402
-from builder.build import build_images, default_jobs  # noqa: E402
-from builder.catalog import load_catalog  # noqa: E402
-from builder.models import ScenarioBundle  # noqa: E402
-from builder.render import render  # noqa: E402
-from builder.report import BuildResult  # noqa: E402
-from builder.variants import derive_variants  # noqa: E402
+from awm.builder.build.base_image import BASE_DIR, ensure_base_image, ensure_os_image, ensure_wheelhouse  # noqa: E402
+from awm.builder.build.batch import build_images, default_jobs  # noqa: E402
+from awm.builder.catalog.loader import load_catalog  # noqa: E402
+from awm.builder.catalog.models import ScenarioBundle  # noqa: E402
+from awm.builder.build.render import render  # noqa: E402
+from awm.builder.build.report import BuildResult  # noqa: E402
+from awm.builder.catalog.variants import derive_variants  # noqa: E402
 
 PREFIX = "bench scale"  # image names awm/bench_scale_...
 NAIVE_REPO = "awm-bench/naive"

@@ -6,7 +6,7 @@ On one environment, a read tool with fixed arguments is called
   * through `/mcp`: one MCP session (`AsyncEnvClient.mcp_session()`, mcp 1.26 streamable HTTP
     client; the server is stateless, so every call is one POST), `session.call_tool`;
   * straight to the FastAPI route: httpx to base_url + the path that
-    `builder.replay.request_for` maps the call to (e.g. GET /recipes/8), keep-alive;
+    `awm.builder.catalog.solutions.request_for` maps the call to (e.g. GET /recipes/8), keep-alive;
   * as one JSON-RPC `tools/call` POSTed to `/mcp` with plain httpx (no MCP client library),
     which splits the MCP overhead into the server's part and the client library's part;
   * and, as the floor of the transport, `GET /_awm/health` (no app code, no database).
@@ -53,10 +53,10 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from builder.catalog import load_catalog  # noqa: E402
-from builder.replay import request_for  # noqa: E402
-from runtime.base import Isolation  # noqa: E402
-from runtime.client import AsyncEnvClient  # noqa: E402
+from awm.builder.catalog.loader import load_catalog  # noqa: E402
+from awm.builder.catalog.solutions import request_for  # noqa: E402
+from awm.runtime.base import Isolation  # noqa: E402
+from awm.runtime.client import AsyncEnvClient  # noqa: E402
 from mcp.types import LATEST_PROTOCOL_VERSION  # noqa: E402
 
 NAME = "tool_call"
@@ -193,7 +193,7 @@ def main() -> int:
         "counts": counts,
         "interleaving": (f"both environments of a tool run at once; blocks of {BLOCK} calls per "
                          "(environment, kind), rotated each round"),
-        "mcp_client": "runtime.client.AsyncEnvClient.mcp_session (mcp 1.26), one session for all calls",
+        "mcp_client": "awm.runtime.client.AsyncEnvClient.mcp_session (mcp 1.26), one session for all calls",
         "http_client": "httpx.AsyncClient, keep-alive, same event loop",
     }
     document = results_document(NAME, quick=args.quick, machine=machine, parameters=parameters,

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from builder.names import normalise
+from awm.core.naming import normalise
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -15,8 +15,8 @@ import docker.errors
 import docker.models.images
 import pytest
 
-from builder import base_image
-from runtime.errors import ImageBuildError
+from awm.builder.build import base_image
+from awm.core.errors import ImageBuildError
 
 PINNED = {
     "fastapi": "0.115.12",

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from builder.catalog import load_catalog
-from builder.models import Severity
-from runtime.errors import DatasetError, ScenarioNotFound
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.models import Severity
+from awm.core.errors import DatasetError, ScenarioNotFound
 from tests.builder.conftest import Dataset
 
 

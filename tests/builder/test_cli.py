@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from builder.cli import app
+from awm.cli import app
 from tests.builder.conftest import Dataset
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -5,7 +5,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from builder.names import normalise
+from awm.core.naming import normalise
 
 
 def test_examples() -> None:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from builder.catalog import load_catalog
-from builder.routes import generated_operation_id, read_routes
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.routes import generated_operation_id, read_routes
 from tests.builder.conftest import Dataset
 
 ROUTER_MODULE = '''

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import default_jobs, excluded_results, select_bundles
-from builder.catalog import load_catalog
-from builder.models import ApiSpec
-from builder.render import render
-from builder.report import BuildReport, BuildResult, ReportWriter, load_report
-from builder.smoke import _plan_calls, example_arguments, status_code_of
-from builder.variants import derive_variants
-from runtime.errors import ScenarioNotFound
+from awm.builder.build.batch import default_jobs, excluded_results, select_bundles
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.models import ApiSpec
+from awm.builder.build.render import render
+from awm.builder.build.report import BuildReport, BuildResult, ReportWriter, load_report
+from awm.builder.build.smoke import _plan_calls, example_arguments, status_code_of
+from awm.builder.catalog.variants import derive_variants
+from awm.core.errors import ScenarioNotFound
 from tests.builder.conftest import Dataset
 from tests.helpers import EXAMPLES
 

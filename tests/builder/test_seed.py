@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.catalog import load_catalog
-from builder.seed import build_seed
-from runtime.errors import SeedError
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.seed import build_seed
+from awm.core.errors import SeedError
 from tests.builder.conftest import Dataset
 
 

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from awm_server.sandbox import grade, run_verifier
-from builder.catalog import load_catalog
-from builder.replay import load_solutions, request_for
-from builder.seed import build_seed
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.solutions import load_solutions, request_for
+from awm.builder.catalog.seed import build_seed
 from tests.helpers import EXAMPLES, import_env_module
 
 CATALOG = load_catalog(EXAMPLES)

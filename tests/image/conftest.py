@@ -9,11 +9,11 @@ from typing import Any
 import docker
 import pytest
 
-from builder.build import BuildResult, build_images
-from builder.catalog import load_catalog
-from runtime.base import StartOptions
-from runtime.docker_backend import DockerBackend
-from runtime.env import Env
+from awm.builder.build.batch import BuildResult, build_images
+from awm.builder.catalog.loader import load_catalog
+from awm.runtime.base import StartOptions
+from awm.runtime.docker_backend import DockerBackend
+from awm.runtime.env import Env
 from tests.helpers import EXAMPLES
 
 TEST_LABEL = {"awm-test": "image"}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from builder.cli import app
+from awm.cli import app
 from tests.helpers import EXAMPLES
 
 pytestmark = pytest.mark.docker

@@ -10,10 +10,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from builder.build import BuildResult, build_bundle, build_images
-from builder.catalog import load_catalog
-from runtime.env import Env
-from runtime.errors import EnvStartTimeout
+from awm.builder.build.batch import BuildResult, build_bundle, build_images
+from awm.builder.catalog.loader import load_catalog
+from awm.runtime.env import Env
+from awm.core.errors import EnvStartTimeout
 from tests.helpers import derive_dataset
 
 pytestmark = pytest.mark.docker
@@ -101,7 +101,7 @@ def test_module_crashing_on_import_fails_the_build_with_its_exception(
         env_code=lambda code: code.replace("app = FastAPI(", 'raise RuntimeError("boom at import")\napp = FastAPI(', 1),
     )
     bundle = load_catalog(root).bundles["broken_desk_test"]
-    from builder.base_image import ensure_base_image
+    from awm.builder.build.base_image import ensure_base_image
 
     base = ensure_base_image(docker_client)
     result = build_bundle(docker_client, bundle, base, rebuild=True)
@@ -123,7 +123,7 @@ def test_module_crashing_on_import_fails_the_start_with_its_log(
         "Broken Start (Test)",
         env_code=lambda code: code.replace("app = FastAPI(", "import no_such_module\napp = FastAPI(", 1),
     )
-    from builder.base_image import ensure_base_image
+    from awm.builder.build.base_image import ensure_base_image
 
     result = build_bundle(
         docker_client, load_catalog(root).bundles["broken_start_test"], ensure_base_image(docker_client), check=False
@@ -144,7 +144,7 @@ def test_module_blocking_at_import_fails_the_build_in_time(docker_client: docker
         "Blocking Desk (Test)",
         env_code=lambda code: code.replace("app = FastAPI(", "import time\ntime.sleep(3600)\napp = FastAPI(", 1),
     )
-    from builder.base_image import ensure_base_image
+    from awm.builder.build.base_image import ensure_base_image
 
     bundle = load_catalog(root).bundles["blocking_desk_test"]
     result = build_bundle(docker_client, bundle, ensure_base_image(docker_client), rebuild=True, check_timeout_s=3)

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from fastapi_mcp import FastApiMCP
 
-from builder.build import BuildResult
-from builder.catalog import load_catalog
-from builder.replay import load_solutions
-from builder.seed import build_seed
-from runtime.client import AsyncEnvClient
-from runtime.env import Env
+from awm.builder.build.batch import BuildResult
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.solutions import load_solutions
+from awm.builder.catalog.seed import build_seed
+from awm.runtime.client import AsyncEnvClient
+from awm.runtime.env import Env
 from tests.helpers import EXAMPLES, dump_tables, import_env_module
 
 pytestmark = pytest.mark.docker
@@ -79,7 +79,7 @@ def test_replay_verify_reset_cycle(
         assert dump_tables(tmp_path / f"after_reset_{idx}.db") == dump_tables(seed)
         assert env.verify(idx)["result"] == "others"
     info = env.client.info()
-    assert info["runtime"]["resets"] == len(SOLUTIONS[sid])
+    assert info["awm.runtime"]["resets"] == len(SOLUTIONS[sid])
 
 
 def test_tool_errors_name_the_status_code(example_images: dict[str, BuildResult], start_env: Callable[..., Env]) -> None:
@@ -158,7 +158,7 @@ def test_hardened_container(
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["Memory"] == 512 * 1024 * 1024 and host["PidsLimit"] == 256
     assert attrs["Config"]["User"] == "10001:10001"
-    assert env.client.info()["runtime"]["uid"] == 10001
+    assert env.client.info()["awm.runtime"]["uid"] == 10001
     # the image's files cannot be changed, the seed least of all
     code, out = container.exec_run(
         ["python", "-c", "open('/opt/awm/scenario/seed.db', 'r+b')"], user="10001:10001"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import docker
 import pytest
 
-from builder.build import BuildResult, build_images
-from builder.catalog import load_catalog
+from awm.builder.build.batch import BuildResult, build_images
+from awm.builder.catalog.loader import load_catalog
 from tests.helpers import EXAMPLES
 
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import runtime
-from runtime.base import Backend
-from runtime.docker_backend import DockerBackend
+from awm import runtime
+from awm.runtime.base import Backend
+from awm.runtime.docker_backend import DockerBackend
 
 
 def test_public_surface_is_sorted_and_importable() -> None:

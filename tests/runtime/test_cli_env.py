@@ -8,7 +8,7 @@ import docker
 import pytest
 from typer.testing import CliRunner
 
-from builder.cli import app
+from awm.cli import app
 
 pytestmark = pytest.mark.docker
 runner = CliRunner()

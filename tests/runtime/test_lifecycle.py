@@ -16,17 +16,17 @@ import docker
 import pytest
 from typer.testing import CliRunner
 
-from builder.cli import app
-from runtime.base import Isolation, StartOptions
-from runtime.docker_backend import DockerBackend
-from runtime.labels import LABEL_OWNER, LABEL_RUN_ID, check_user_labels, new_run_id
+from awm.cli import app
+from awm.runtime.base import Isolation, StartOptions
+from awm.runtime.docker_backend import DockerBackend
+from awm.core.labels import LABEL_OWNER, LABEL_RUN_ID, check_user_labels, new_run_id
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 
 OWNER_SCRIPT = """
 import sys, time
-from runtime.docker_backend import DockerBackend
+from awm.runtime.docker_backend import DockerBackend
 backend = DockerBackend(run_id=sys.argv[1])
 envs = [backend.start(sys.argv[2]) for _ in range(2)]
 print("ready", flush=True)

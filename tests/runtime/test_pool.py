@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import pytest
 
-from builder.replay import load_solutions
-from runtime.base import StartOptions, Timeouts
-from runtime.docker_backend import DockerBackend
-from runtime.errors import EnvStartTimeout, EnvUnavailable
-from runtime.labels import LABEL_RUN_ID
-from runtime.pool import AsyncEnvPool, EnvPool
+from awm.builder.catalog.solutions import load_solutions
+from awm.runtime.base import StartOptions, Timeouts
+from awm.runtime.docker_backend import DockerBackend
+from awm.core.errors import EnvStartTimeout, EnvUnavailable
+from awm.core.labels import LABEL_RUN_ID
+from awm.runtime.pool import AsyncEnvPool, EnvPool
 from tests.helpers import EXAMPLES
 
 pytestmark = pytest.mark.docker

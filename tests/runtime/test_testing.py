@@ -8,8 +8,8 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from builder.replay import load_solutions
-from runtime.testing import AWMContainer
+from awm.builder.catalog.solutions import load_solutions
+from awm.runtime.testing import AWMContainer
 from tests.helpers import EXAMPLES
 
 pytestmark = pytest.mark.docker

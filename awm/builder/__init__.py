@@ -1,0 +1,1 @@
+"""Everything that turns AWM data into images: `catalog`, `build`, `ship`, `synth`."""

@@ -1,0 +1,160 @@
+"""Render a `ScenarioBundle` into a build context: the scenario's files and its Dockerfile.
+
+The image tag is a digest of everything that goes into the image (the scenario files and the
+base image tag), so an unchanged scenario maps to an image that already exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from awm import __version__
+
+from awm.builder.catalog.models import ScenarioBundle, SeedStats
+from awm.builder.catalog.seed import build_seed
+
+__all__ = ["IMAGE_REPO_PREFIX", "BuildContext", "image_repo", "render"]
+
+IMAGE_REPO_PREFIX = "awm/"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def image_repo(scenario_id: str) -> str:
+    return f"{IMAGE_REPO_PREFIX}{scenario_id}"
+
+
+@dataclass
+class BuildContext:
+    """A rendered build context, in memory: file name -> bytes, plus what the image will be."""
+
+    scenario: str
+    digest: str
+    files: dict[str, bytes]
+    seed_stats: SeedStats
+    manifest: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return f"{image_repo(self.scenario)}:{self.digest}"
+
+    @property
+    def scenario_bytes(self) -> int:
+        return sum(len(v) for k, v in self.files.items() if k.startswith("scenario/"))
+
+    def tar(self) -> io.BytesIO:
+        """The context as an uncompressed tar, with fixed metadata so it is reproducible."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name in sorted(self.files):
+                data = self.files[name]
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                info.mtime = 0
+                tar.addfile(info, io.BytesIO(data))
+        buf.seek(0)
+        return buf
+
+    def write(self, directory: Path) -> None:
+        for name, data in self.files.items():
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+
+def _json(value: object) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def render(
+    bundle: ScenarioBundle,
+    base_image: str,
+    *,
+    foreign_keys: bool = True,
+    strict: bool = False,
+) -> BuildContext:
+    """Render a scenario into a build context for `base_image`.
+
+    Raises:
+        SeedError: in strict mode, when a seed statement fails.
+    """
+    with tempfile.TemporaryDirectory(prefix="awm-render-") as tmp:
+        seed_path = Path(tmp) / "seed.db"
+        stats = build_seed(bundle, seed_path, foreign_keys=foreign_keys, strict=strict)
+        seed = seed_path.read_bytes()
+
+    verifiers = {
+        flavour: {str(idx): {"function": v.function, "code": v.code} for idx, v in by_task.items()}
+        for flavour, by_task in bundle.verifiers.items()
+    }
+    files = {
+        "scenario/env.py": bundle.env_code.encode(),
+        "scenario/seed.db": seed,
+        "scenario/tasks.json": _json(bundle.tasks),
+        "scenario/verifiers.json": _json(verifiers),
+    }
+    # Where a record sat in its file (verifier line numbers) is not part of the scenario.
+    source = bundle.model_dump(mode="json", exclude={"problems"})
+    for by_task in source["verifiers"].values():
+        for v in by_task.values():
+            v.pop("source_file")
+            v.pop("source_line")
+    source_digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
+    manifest: dict[str, object] = {
+        "scenario": bundle.id,
+        "name": bundle.name,
+        "description": bundle.description,
+        "tools": [
+            {"name": t.name, "method": t.method, "path": t.path} for t in bundle.tools
+        ],
+        "shadowed_routes": [
+            {"name": r.name, "method": r.method, "path": r.path} for r in bundle.routes if r.shadowed
+        ],
+        "task_count": len(bundle.tasks),
+        "verifiers": {f: sorted(int(i) for i in by) for f, by in verifiers.items()},
+        "seed": {
+            "foreign_keys": stats.foreign_keys,
+            "tables": stats.tables,
+            "rows": stats.rows,
+            "bytes": len(seed),
+            "failed_statements": [f.model_dump() for f in stats.failed],
+        },
+        "problems": [str(p) for p in bundle.problems],
+        "source_digest": source_digest,
+        "versions": {"awm": __version__, "base_image": base_image, "sqlite": sqlite3.sqlite_version},
+    }
+    hasher = hashlib.sha256(base_image.encode())
+    for name in sorted(files):
+        hasher.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    hasher.update(_json(manifest))
+    template = (TEMPLATES / "scenario.Dockerfile.j2").read_text()
+    hasher.update(template.encode())
+    digest = hasher.hexdigest()[:16]
+    manifest["image_digest"] = digest
+    files["scenario/manifest.json"] = _json(manifest)
+
+    labels = {
+        "org.opencontainers.image.title": image_repo(bundle.id),
+        "org.opencontainers.image.description": bundle.name,
+        "org.opencontainers.image.version": digest,
+        "org.opencontainers.image.base.name": base_image,
+        "awm.scenario": bundle.id,
+        "awm.digest": digest,
+        "awm.source-digest": source_digest,
+        "awm.version": __version__,
+        "awm.tools": str(len(bundle.tools)),
+        "awm.tasks": str(len(bundle.tasks)),
+        "awm.seed.failed-statements": str(len(stats.failed)),
+    }
+    env = jinja2.Environment(keep_trailing_newline=True, autoescape=False, undefined=jinja2.StrictUndefined)
+    files["Dockerfile"] = env.from_string(template).render(base_image=base_image, labels=labels).encode()
+    return BuildContext(scenario=bundle.id, digest=digest, files=files, seed_stats=stats, manifest=manifest)

@@ -1,0 +1,1 @@
+"""Read an AWM dataset into validated `ScenarioBundle`s: files, routes, seed database, solutions."""

@@ -1,0 +1,218 @@
+"""Run a generated environment module in a throwaway container and call its tools.
+
+Generated modules are untrusted and need the environment stack (fastapi, sqlalchemy), which the
+host tool does not install. So each probe is one container of the base image (`awm/base:<v>`,
+which has the stack and `awm_server`) running `python -m awm_server probe` (see
+`awm_server.probe`): no network, read-only root, a tmpfs for scratch, no capabilities, uid 10001,
+memory and pids limits, a wall-clock timeout. The module, the seed and the calls are mounted
+read-only; results (and databases the caller wants back) come out through a second mount.
+
+Containers carry the runtime's owner labels (run id `gen-...`) and `awm.role=synth-probe`:
+those of a run that was killed are removed by the next run on the host (`reap_probe_leftovers`)
+or by `awm env gc`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+import requests
+from pydantic import BaseModel, Field
+
+from awm.builder.build.base_image import ensure_base_image
+from awm.core.errors import BackendUnavailable, SynthesisError
+from awm.runtime.base import Resources
+from awm.runtime.docker_backend import engine_client, remove_orphans, sandbox_options
+from awm.core.labels import owner_labels
+
+__all__ = [
+    "PROBE_ROLE",
+    "DockerProber",
+    "ProbeCall",
+    "ProbeResult",
+    "ProbeRun",
+    "Prober",
+    "reap_probe_leftovers",
+]
+
+log = logging.getLogger("awm")
+
+PROBE_ROLE = "synth-probe"
+_ROLE = "awm.role"
+_LOG_TAIL = 3000
+
+
+class ProbeRun(BaseModel):
+    """Calls made in order on a fresh copy of the seed; `keep_db` returns the database after."""
+
+    id: str
+    calls: list[dict[str, Any]] = Field(default_factory=list)  # {"tool", "arguments"}
+    keep_db: bool = False
+
+
+class ProbeCall(BaseModel):
+    """One tool call's outcome, as the MCP tool would have answered it."""
+
+    run: str
+    index: int
+    tool: str
+    is_error: bool
+    status_code: int | None = None
+    text: str = ""
+    exception: str | None = None  # the route raised: type, message, the module's lines
+
+
+class ProbeResult(BaseModel):
+    """What one probe found."""
+
+    import_error: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    calls: list[ProbeCall] = Field(default_factory=list)
+    dbs: dict[str, Path] = Field(default_factory=dict)  # run id -> database after the run
+    exit_code: int | None = None
+    log_tail: str = ""
+    error: str | None = None  # the probe itself did not finish (timeout, crash), with why
+
+    def calls_of(self, run: str) -> list[ProbeCall]:
+        return [c for c in self.calls if c.run == run]
+
+
+class Prober(Protocol):
+    """Something that can run a module's tools; `DockerProber` is the one to use."""
+
+    def probe(self, scenario: str, code: str, seed: Path, runs: list[ProbeRun], out_dir: Path) -> ProbeResult: ...
+
+
+def reap_probe_leftovers(client: docker.DockerClient) -> list[str]:
+    """Remove probe containers whose owning process on this host is gone (a killed run)."""
+    return remove_orphans(client, [f"{_ROLE}={PROBE_ROLE}"])
+
+
+class DockerProber:
+    """Probes in containers of the base image.
+
+    Args:
+        client: a Docker client (the local engine by default).
+        image: the image to run; `ensure_base_image(client)` by default (built if missing).
+        timeout_s: wall-clock limit of one probe container.
+        tool_timeout_s: limit of one tool call inside it.
+        run_id: the run id its containers are labelled with.
+
+    Raises:
+        BackendUnavailable: no Docker engine answers.
+    """
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        image: str | None = None,
+        timeout_s: float = 180.0,
+        tool_timeout_s: float = 10.0,
+        run_id: str | None = None,
+        memory: str = "1g",
+    ) -> None:
+        client = client or engine_client("the env and verifier stages run generated code in containers")
+        self.client = client
+        self.image = image or ensure_base_image(client)
+        self.timeout_s = timeout_s
+        self.tool_timeout_s = tool_timeout_s
+        self.run_id = run_id or f"gen-{uuid.uuid4().hex[:10]}"
+        self.memory = memory
+        reap_probe_leftovers(client)
+
+    def probe(self, scenario: str, code: str, seed: Path, runs: list[ProbeRun], out_dir: Path) -> ProbeResult:
+        """Run `runs` against `code` on copies of `seed`; kept databases land in `out_dir`.
+
+        Never raises for the module's faults: they are in the result.
+
+        Raises:
+            SynthesisError: the engine refused to run the container (not the module's fault).
+        """
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="awm-probe-host-") as tmp:
+            src, dst = Path(tmp) / "in", Path(tmp) / "out"
+            src.mkdir()
+            dst.mkdir()
+            (src / "env.py").write_text(code, encoding="utf-8")
+            shutil.copyfile(seed, src / "seed.db")
+            (src / "runs.json").write_text(json.dumps({"runs": [r.model_dump() for r in runs]}))
+            # The container runs as uid 10001: it reads the inputs and writes the results.
+            for path in (src, *src.iterdir()):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            dst.chmod(0o777)
+            result = self._run(scenario, src, dst)
+            for line in _lines(dst / "results.jsonl"):
+                kind = line.get("kind")
+                if kind == "tools":
+                    result.tools = list(line.get("tools", []))
+                elif kind == "import_error":
+                    result.import_error = str(line.get("error"))
+                elif kind == "call":
+                    result.calls.append(ProbeCall.model_validate(line))
+                elif kind == "run" and (dst / str(line.get("db"))).is_file():
+                    target = out_dir / f"{line['run']}.db"
+                    shutil.copyfile(dst / str(line["db"]), target)
+                    result.dbs[str(line["run"])] = target
+        if result.error is None and result.exit_code not in (0, None):
+            result.error = f"the probe exited with code {result.exit_code}: {_last_line(result.log_tail)}"
+        if result.error is None and result.import_error is None and not result.tools:
+            result.error = f"the probe produced no result: {_last_line(result.log_tail)}"
+        return result
+
+    def _run(self, scenario: str, src: Path, dst: Path) -> ProbeResult:
+        result = ProbeResult()
+        try:
+            container = self.client.containers.run(
+                self.image,
+                ["probe", "--dir", "/x", "--out", "/y", "--tool-timeout", f"{self.tool_timeout_s:g}"],
+                detach=True,
+                **sandbox_options(Resources(memory=self.memory), network=False),
+                volumes={str(src): {"bind": "/x", "mode": "ro"}, str(dst): {"bind": "/y", "mode": "rw"}},
+                labels={**owner_labels(self.run_id, scenario), _ROLE: PROBE_ROLE},
+            )
+        except docker.errors.DockerException as exc:
+            raise SynthesisError(f"scenario {scenario!r}: cannot start the probe container: {exc}",
+                                 scenario=scenario, image=self.image) from exc
+        try:
+            try:
+                status = container.wait(timeout=self.timeout_s)
+                result.exit_code = int(status.get("StatusCode", -1))
+            except requests.exceptions.ConnectionError:  # the SDK's read timeout
+                result.error = f"the probe did not finish within {self.timeout_s:g}s (a tool or the import hangs)"
+                container.kill()
+            result.log_tail = container.logs(stdout=True, stderr=True).decode(errors="replace")[-_LOG_TAIL:]
+        finally:
+            try:
+                container.remove(force=True)
+            except docker.errors.DockerException as exc:
+                log.warning("could not remove probe container %s: %s", container.short_id, exc)
+        return result
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON lines of a results file (a killed probe may leave half a line)."""
+    if not path.is_file():
+        return []
+    out = []
+    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "no output"

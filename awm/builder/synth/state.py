@@ -1,0 +1,251 @@
+"""The output folder of `awm gen`: its state, and the dataset files assembled from it.
+
+    OUT/gen_scenario.jsonl ... gen_verifier.jsonl, solutions.json    the dataset (AWM format)
+    OUT/.awm-gen/scenarios.json                                       the scenario stage's result
+    OUT/.awm-gen/scenarios/<id>/<stage>.json                          one stage of one scenario
+    OUT/.awm-gen/scenarios/<id>/<stage>.failed.json                   its last failure, if any
+    OUT/.awm-gen/report.json                                          the last run's summary
+    OUT/.awm-gen/lock                                                 held by the run in progress
+
+The state is the source of truth; the dataset files are rewritten from it (sorted by scenario
+id, so the same state gives the same bytes) at the end of every run. Every file is written to
+a temporary file and renamed into place, so a run killed at any moment leaves each file either
+as it was or complete: the next run finds every finished stage in the state and skips it.
+
+A failed stage is kept in `<stage>.failed.json`, beside the last good result of that stage
+(if any), which it never replaces: what a run produced is not lost to a later failure.
+
+A stage result records the digest of its inputs (the stage's options, the model, and the
+outputs it was made from). A rerun redoes a stage whose inputs changed, and therefore everything
+after it; it never redoes one whose inputs did not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from awm.builder.catalog.loader import DATASET_FILES
+from awm.builder.catalog.models import ApiSpec, DbSchema, SampleData
+from awm.builder.catalog.solutions import SOLUTIONS_FILE
+from awm.builder.synth.base import Draft, Stage, StageResult, TaskArtifacts, ToolCheck
+from awm.builder.synth.scenario import ScenarioList
+from awm.core.errors import SynthesisError
+
+__all__ = ["STATE_DIR", "OutputFolder", "atomic_write", "dataset_files"]
+
+STATE_DIR = ".awm-gen"
+M = TypeVar("M", bound=BaseModel)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are private (0600)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def dataset_files(drafts: list[Draft]) -> dict[str, str]:
+    """File name -> content of the AWM dataset made of `drafts` (each up to where it got)."""
+    drafts = sorted(drafts, key=lambda d: d.id)
+    files: dict[str, list[dict[str, Any]]] = {name: [] for name in DATASET_FILES}
+    solutions: dict[str, dict[str, Any]] = {}
+    for d in drafts:
+        files["gen_scenario.jsonl"].append({"name": d.name, "description": d.description})
+        if d.tasks is not None:
+            files["gen_tasks.jsonl"].append({"scenario": d.name, "tasks": d.tasks})
+        db_path = f"databases/{d.id}.db"  # informational, as in the original release
+        if d.db_schema is not None:
+            files["gen_db.jsonl"].append({"scenario": d.id, "db_path": db_path,
+                                          "db_schema": d.db_schema.model_dump(mode="json")})
+        if d.sample is not None:
+            tables = d.sample.model_dump(mode="json")["tables"]
+            files["gen_sample.jsonl"].append({
+                "scenario": d.id, "tables_count": len({t["table_name"] for t in tables}),
+                "inserts_count": sum(len(t["insert_statements"]) for t in tables),
+                "sample_data": {"tables": tables},
+            })
+        if d.spec is not None:
+            files["gen_spec.jsonl"].append({"scenario": d.id, "api_spec": d.spec.model_dump(mode="json")})
+        if d.env_code is not None:
+            files["gen_envs.jsonl"].append({"scenario": d.id, "db_path": db_path, "full_code": d.env_code})
+        for idx, art in sorted(d.verifiers.items()):
+            task = d.tasks[idx] if d.tasks and idx < len(d.tasks) else ""
+            row = {"scenario": d.name, "task_idx": idx, "task": task}
+            files["gen_verifier.pure_code.jsonl"].append({**row, "verification": {"code": art.code}})
+            if art.sql:
+                files["gen_verifier.jsonl"].append({**row, "verification": {"code": art.sql}})
+            solutions.setdefault(d.id, {})[str(idx)] = {"calls": art.calls, "final_answer": art.final_answer}
+    out = {name: _jsonl(rows) for name, rows in files.items()}
+    out[SOLUTIONS_FILE] = json.dumps(solutions, indent=2, ensure_ascii=False) + "\n"
+    return out
+
+
+class OutputFolder:
+    """One `awm gen` output folder.
+
+    Args:
+        root: the folder (created when missing).
+
+    Raises:
+        SynthesisError: the folder holds dataset files that `awm gen` did not write (they would
+            be overwritten).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.state = self.root / STATE_DIR
+        foreign = [n for n in (*DATASET_FILES, SOLUTIONS_FILE) if (self.root / n).exists()]
+        if foreign and not self.state.is_dir():
+            raise SynthesisError(
+                f"{self.root} already holds a dataset that `awm gen` did not write ({', '.join(foreign)}); "
+                "choose an empty or new output folder: nothing given is overwritten"
+            )
+        self.state.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder for one run; another run on it at the same time is refused.
+
+        The lock is an `flock` on `.awm-gen/lock`: the system drops it when its holder dies, so a
+        killed run never blocks the next one.
+
+        Raises:
+            SynthesisError: another `awm gen` runs on this folder.
+        """
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        with open(self.state / "lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SynthesisError(f"another `awm gen` is running on {self.root}; wait for it to end") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def refuse_overwriting(self, *inputs: Path) -> None:
+        """Raise when an input file is one this folder's files would replace."""
+        ours = {(self.root / n).resolve() for n in (*DATASET_FILES, SOLUTIONS_FILE)}
+        for path in inputs:
+            if path.resolve() in ours:
+                raise SynthesisError(f"{path} is an input, and `awm gen` would overwrite it: choose another output folder")
+
+    # -- scenario list ----------------------------------------------------------------------
+
+    def load_scenarios(self) -> ScenarioList | None:
+        return self._load(self.state / "scenarios.json", ScenarioList)
+
+    def save_scenarios(self, scenarios: ScenarioList) -> None:
+        atomic_write(self.state / "scenarios.json", scenarios.model_dump_json(indent=1) + "\n")
+
+    # -- stage results ----------------------------------------------------------------------
+
+    def stage_path(self, scenario: str, stage: Stage, *, failed: bool = False) -> Path:
+        return self.state / "scenarios" / scenario / f"{stage}{'.failed' if failed else ''}.json"
+
+    def load_stage(self, scenario: str, stage: Stage) -> StageResult | None:
+        """The last good result of a stage (None when it never succeeded)."""
+        return self._load(self.stage_path(scenario, stage), StageResult)
+
+    def load_failure(self, scenario: str, stage: Stage) -> StageResult | None:
+        """The last failure of a stage, if its last run failed."""
+        return self._load(self.stage_path(scenario, stage, failed=True), StageResult)
+
+    def save_stage(self, result: StageResult) -> None:
+        """Keep a result. A failure never replaces the last good result: it is kept beside it."""
+        failed = result.status != "done"
+        atomic_write(self.stage_path(result.scenario, result.stage, failed=failed),
+                     result.model_dump_json(indent=1) + "\n")
+        if not failed:
+            self.stage_path(result.scenario, result.stage, failed=True).unlink(missing_ok=True)
+
+    def _load(self, path: Path, model: type[M]) -> M | None:
+        try:
+            return model.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValidationError, ValueError):
+            return None  # unreadable state is redone, never trusted
+
+    # -- drafts and files -------------------------------------------------------------------
+
+    def draft(self, scenario_id: str, name: str, description: str, upto: Stage | None = None) -> Draft:
+        """The scenario as its finished stages describe it (only stages before `upto`, if given)."""
+        from awm.builder.synth.base import STAGES
+
+        d = Draft(id=scenario_id, name=name, description=description)
+        for stage in STAGES[1:]:
+            if upto is not None and stage == upto:
+                break
+            result = self.load_stage(scenario_id, stage)
+            if result is None or result.status != "done" or result.output is None:
+                break
+            _apply(d, stage, result.output)
+        return d
+
+    def drafts(self) -> list[Draft]:
+        """Every scenario of the list, as far as it got."""
+        scenarios = self.load_scenarios()
+        if scenarios is None:
+            return []
+        return [self.draft(s.id, s.name, s.description) for s in scenarios.scenarios]
+
+    def assemble(self) -> list[str]:
+        """Rewrite the dataset files from the state; the names of the files that changed."""
+        changed = []
+        for name, text in dataset_files(self.drafts()).items():
+            path = self.root / name
+            if text in ("", "{}\n") and not path.exists():
+                continue  # no stage got that far: no empty file
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                atomic_write(path, text)
+                changed.append(name)
+        return changed
+
+
+def _apply(d: Draft, stage: Stage, output: dict[str, Any]) -> None:
+    if stage == "task":
+        d.tasks = list(output["tasks"])
+    elif stage == "db":
+        d.db_schema = DbSchema.model_validate(output)
+    elif stage == "sample":
+        d.sample = SampleData.model_validate(output)
+    elif stage == "spec":
+        d.spec = ApiSpec.model_validate(output)
+    elif stage == "env":
+        d.env_code = output["code"]
+        d.tools = [ToolCheck.model_validate(t) for t in output.get("tools", [])]
+    elif stage == "verifier":
+        d.verifiers = {int(i): TaskArtifacts.model_validate(a) for i, a in output.get("tasks", {}).items()}

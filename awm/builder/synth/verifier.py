@@ -1,0 +1,274 @@
+"""Stage `verifier`: per task a code-flavour verifier, a sql-flavour verifier and a reference solution.
+
+One request per task. The reply holds two ```python blocks (`verify_task_completion(...)`, the
+code flavour that grades; `verify_task(...)`, the sql flavour that gathers evidence for a judge)
+and a ```json block with the reference solution: the tool calls that perform the task and the
+final answer. Every reply of a round is checked together:
+
+1. the reference solutions run in one probe container (`awm.builder.synth.probe`), each on a fresh
+   copy of the seed, through the module's tools; a failing call is a problem;
+2. in the host's verifier sandbox (`awm_server.sandbox`: a limited child process, never this
+   one), the code verifier must run without error and return **others on the untouched seed**
+   (a task already complete at start would reward an agent that does nothing), and
+   **complete after the reference solution** (with its final answer);
+3. the sql verifier must run on the same databases and return a JSON object.
+
+Problems go back to the model for that task only; tasks still failing when the attempts run out
+are flagged in the report and get no verifier row (the catalog then lists them as tasks without
+a verifier). Solutions of accepted tasks are written to `solutions.json`, in the format of
+`examples/solutions.json`. Costs: k requests per scenario, plus one per rejected reply; one probe
+container per round (at most `attempts` rounds).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from awm_server.sandbox import Limits, grade, run_verifier
+from pydantic import BaseModel, Field, ValidationError
+
+from awm.builder.catalog.loader import verifier_function
+from awm.builder.catalog.models import ApiSpec
+from awm.builder.synth.base import SYSTEM_PROMPT, Draft, StageContext, StageResult, TaskArtifacts, schema_sql
+from awm.builder.synth.dialogue import AttemptRecord, Dialogue
+from awm.builder.synth.env import seed_file
+from awm.builder.synth.probe import ProbeResult, ProbeRun
+from awm.builder.synth.replies import ReplyError, code_blocks
+from awm.builder.synth.validation import scrub
+
+__all__ = ["TITLE", "Solution", "parse_reply", "prompt", "run", "tools_summary"]
+
+TITLE = "Task: write the verifiers and a reference solution"
+VERSION = 1
+CODE_FUNCTION = "verify_task_completion"
+SQL_FUNCTION = "verify_task"
+_SEED_CHARS = 60_000  # the seed rows shown in a prompt, at most
+
+
+class _Call(BaseModel):
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Solution(BaseModel):
+    """The reference solution of a reply: `{"calls": [{"tool", "arguments"}], "final_answer"}`."""
+
+    calls: list[_Call]
+    final_answer: str | None = None
+
+
+def tools_summary(spec: ApiSpec | None) -> str:
+    """One line per tool: name, parameters (required ones unmarked, optional with ?), route, summary."""
+    lines = []
+    for group in spec.api_groups if spec else []:
+        for e in group.endpoints:
+            params = ", ".join(
+                f"{name}{'' if p.get('required') or p.get('param_type') == 'path' else '?'}: {p.get('type', 'string')}"
+                for name, p in e.request_params.items()
+            )
+            lines.append(f"- {e.operation_id}({params}): {e.method.upper()} {e.path}. {e.summary}".rstrip())
+    return "\n".join(lines)
+
+
+def _seed_rows(draft: Draft) -> str:
+    rows = [sql.strip() for t in (draft.sample.tables if draft.sample else []) for sql in t.insert_statements]
+    text = "\n".join(rows)
+    return text if len(text) <= _SEED_CHARS else text[:_SEED_CHARS] + "\n-- (more rows not shown)"
+
+
+def prompt(draft: Draft, task_idx: int) -> str:
+    """The user message asking for the verifiers and solution of one task."""
+    assert draft.tasks is not None and draft.db_schema is not None
+    # Everything shared by the tasks of a scenario comes first and the task last, so that servers
+    # with prefix caching (vLLM, OpenAI) reuse the long common part across the k requests.
+    return f"""# {TITLE}
+
+## Scenario: {draft.name}
+
+## Schema
+```sql
+{schema_sql(draft.db_schema)}
+```
+
+## Seed data (the database before the assistant acts)
+```sql
+{_seed_rows(draft)}
+```
+
+## Tools (arguments are one flat JSON object; `?` marks optional ones)
+{tools_summary(draft.spec)}
+
+## What to write
+Three blocks, in this order, for the task below:
+1. A code verifier in a ```python block: `def {CODE_FUNCTION}(initial_db_path, final_db_path,
+   final_answer=None)` returning {{"result": "complete"}} when the task was done and
+   {{"result": "others"}} otherwise. Open both databases read-only with sqlite3
+   (`sqlite3.connect(f"file:{{path}}?mode=ro", uri=True)`); check that the expected change
+   happened (compare the final database with the initial one) and that nothing the task forbids
+   changed; for a question, check `final_answer` for the right value. Use only the standard
+   library, catch every exception (return others), and return others on the untouched initial
+   database.
+2. An evidence verifier in a second ```python block: `def {SQL_FUNCTION}(initial_db_path,
+   final_db_path)` returning a JSON-serialisable dict of the facts a judge needs (the relevant
+   rows before and after).
+3. A reference solution in a ```json block: the tool calls that perform the task on the seed
+   data above, and the final answer the assistant gives (null when the task asks nothing):
+   {{"calls": [{{"tool": "tool_name", "arguments": {{}}}}], "final_answer": null}}
+
+## Task {task_idx}
+{draft.tasks[task_idx]}
+"""
+
+
+def parse_reply(text: str) -> TaskArtifacts:
+    """The two verifiers and the solution of a reply.
+
+    Raises:
+        ReplyError: a block is missing or does not parse.
+    """
+    code = sql = None
+    for block in code_blocks(text):
+        found = verifier_function(block)
+        if found is None:
+            continue
+        if found[0] == CODE_FUNCTION and code is None:
+            code = block
+        elif found[0] == SQL_FUNCTION and sql is None:
+            sql = block
+    missing = []
+    if code is None:
+        missing.append(f"a ```python block defining {CODE_FUNCTION}(initial_db_path, final_db_path, final_answer=None)")
+    if sql is None:
+        missing.append(f"a ```python block defining {SQL_FUNCTION}(initial_db_path, final_db_path)")
+    solutions = code_blocks(text, "json", untagged=False) or [
+        b for b in code_blocks(text, "json") if b.lstrip().startswith("{")
+    ]
+    if not solutions:
+        missing.append('a ```json block with the reference solution {"calls": [...], "final_answer": ...}')
+    if missing:
+        raise ReplyError("the reply lacks " + "; and ".join(missing))
+    try:
+        solution = Solution.model_validate(json.loads(solutions[0]))
+    except json.JSONDecodeError as exc:
+        raise ReplyError(f"the reference solution's JSON does not parse: {exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the object"
+        raise ReplyError(f"the reference solution does not have the requested fields: {where}: {first['msg']}") from None
+    assert code is not None
+    return TaskArtifacts(code=code, sql=sql, calls=[c.model_dump() for c in solution.calls],
+                         final_answer=solution.final_answer)
+
+
+def _verdict(code: str, function: str, args: list[Any], limits: Limits, workdir: Path) -> tuple[Any, str | None]:
+    outcome = run_verifier(code, function, args, limits=limits, filename="verifier.py")
+    error = outcome.error
+    if error and outcome.traceback:
+        frames = [line for line in outcome.traceback.splitlines() if "verifier.py" in line]
+        error += ("\n" + "\n".join(frames[-3:])) if frames else ""
+    return outcome.value, scrub(error, workdir) if error else None
+
+
+def _check_task(
+    idx: int, art: TaskArtifacts, result: ProbeResult, seed: Path, limits: Limits, workdir: Path,
+) -> list[str]:
+    problems: list[str] = []
+    calls_failed = False
+    unknown = sorted({c["tool"] for c in art.calls} - set(result.tools))
+    if unknown:
+        problems.append(f"the reference solution calls tools that do not exist: {', '.join(unknown)} "
+                        f"(the tools are: {', '.join(result.tools)})")
+    for call in result.calls_of(f"task-{idx}"):
+        if call.is_error:
+            calls_failed = True
+            args = json.dumps(art.calls[call.index].get("arguments", {}), ensure_ascii=False)
+            detail = call.exception or call.text
+            problems.append(f"reference solution call {call.index} ({call.tool} with {args}) failed: {detail[:800]}")
+    final = result.dbs.get(f"task-{idx}")
+    if final is None:
+        problems.append(f"the reference solution could not be run: {result.error or 'no database came back'}")
+        return problems
+    final.chmod(0o444)
+
+    value, error = _verdict(art.code, CODE_FUNCTION, [str(seed), str(seed), None], limits, workdir)
+    if error:
+        problems.append(f"the code verifier failed on the untouched seed database: {error}")
+    elif grade(value) == "complete":
+        problems.append("the code verifier returned complete on the untouched seed database, so an agent that "
+                        "does nothing would pass; it must return others there and check the change the task asks for")
+    value, error = _verdict(art.code, CODE_FUNCTION, [str(seed), str(final), art.final_answer], limits, workdir)
+    if error:
+        problems.append(f"the code verifier failed after the reference solution: {error}")
+    elif grade(value) != "complete" and not calls_failed:
+        problems.append(f"after the reference solution's calls the code verifier returned {json.dumps(value)[:300]} "
+                        "instead of complete: either the calls do not perform the task or the verifier checks the "
+                        "wrong thing")
+    assert art.sql is not None
+    value, error = _verdict(art.sql, SQL_FUNCTION, [str(seed), str(final)], limits, workdir)
+    if error:
+        problems.append(f"the evidence verifier failed: {error}")
+    elif not isinstance(value, dict):
+        problems.append(f"the evidence verifier returned {type(value).__name__}, not a JSON object (dict)")
+    return problems
+
+
+def run(ctx: StageContext, draft: Draft) -> StageResult:
+    """Generate and check the verifiers and solutions of every task of one scenario."""
+    assert draft.tasks is not None and draft.env_code is not None
+    work = ctx.workdir / draft.id / "verifier"
+    work.mkdir(parents=True, exist_ok=True)
+    seed = seed_file(draft, work / "seed.db")
+    seed.chmod(0o444)
+    limits = Limits(timeout_s=ctx.options.verifier_timeout_s)
+    dialogues = {
+        i: Dialogue(ctx.llm, system=SYSTEM_PROMPT, prompt=prompt(draft, i), stage="verifier", scenario=draft.id,
+                    attempts=ctx.options.attempts, on_reject=ctx.retry_reporter("verifier", draft.id, f"task {i}: "))
+        for i in range(len(draft.tasks))
+    }
+    accepted: dict[int, TaskArtifacts] = {}
+    pending = sorted(dialogues)
+    round_no = 0
+    with ThreadPoolExecutor(max_workers=max(1, ctx.llm.settings.concurrency), thread_name_prefix="awm-gen-ask") as pool:
+        while pending:
+            round_no += 1
+
+            def ask(i: int) -> tuple[int, TaskArtifacts | None]:
+                d = dialogues[i]
+                try:
+                    return i, parse_reply(d.ask())
+                except ReplyError as exc:
+                    if d.records and not d.records[-1].problems:
+                        d.reject([str(exc)])
+                    return i, None
+
+            parsed = {i: art for i, art in pool.map(ask, pending) if art is not None}
+            if parsed:
+                runs = [ProbeRun(id=f"task-{i}", calls=art.calls, keep_db=True) for i, art in sorted(parsed.items())]
+                result = ctx.prober.probe(draft.id, draft.env_code, seed, runs, work / f"round-{round_no}")
+                for i, art in sorted(parsed.items()):
+                    problems = _check_task(i, art, result, seed, limits, work)
+                    if problems:
+                        dialogues[i].reject(problems)
+                    else:
+                        dialogues[i].accept()
+                        accepted[i] = art
+            pending = [i for i in pending if i not in accepted and not dialogues[i].exhausted]
+    shutil.rmtree(work, ignore_errors=True)
+
+    attempts: dict[str, list[AttemptRecord]] = {str(i): d.records for i, d in sorted(dialogues.items())}
+    flagged = sorted(set(dialogues) - set(accepted))
+    notes = [f"task {i} flagged, no verifier kept: {dialogues[i].records[-1].problems[0].splitlines()[0][:300]}"
+             for i in flagged]
+    output = {"tasks": {str(i): a.model_dump(mode="json") for i, a in sorted(accepted.items())},
+              "flagged": flagged}
+    if not accepted:
+        return StageResult(stage="verifier", scenario=draft.id, status="failed", attempts=attempts, notes=notes,
+                           error=f"scenario {draft.id!r}, stage verifier: no task got a verifier that passes "
+                                 f"its checks; first: {notes[0] if notes else 'no reply'}")
+    return StageResult(stage="verifier", scenario=draft.id, status="done", output=output, attempts=attempts,
+                       notes=notes)

@@ -1,0 +1,60 @@
+"""The `awm` command line: a thin Typer app; each command calls one library function.
+
+An `AWMError` becomes one line on stderr and exit code 1; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import typer
+
+from awm import __version__
+from awm.core.cli import err_console, handle_errors
+
+__all__ = ["app", "main", "err_console", "handle_errors"]
+
+app = typer.Typer(
+    name="awm",
+    help="Agent World Model environments: catalog, seed, build and run one image per scenario.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"awm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the library does."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _register() -> None:
+    from awm.cli import build, catalog, demo, gen, images, seed
+    from awm.runtime import cli as env
+
+    for module in (catalog, seed, build, images, env, demo, gen):
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: Any = None) -> None:
+    app(args=argv)

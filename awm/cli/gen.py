@@ -1,0 +1,270 @@
+"""`awm gen scenario|task|db|sample|spec|env|verifier|all`: the LLM pipeline that writes environments.
+
+Every command works on one output folder (`-o OUT`) and resumes: stages already done there with
+the same inputs are skipped. Progress goes to stderr, the summary to stdout.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from awm.builder.build.base_image import cache_dir
+from awm.core.cli import err_console, handle_errors
+from awm.builder.synth.base import STAGES, Event, GenOptions, Stage
+
+if TYPE_CHECKING:  # the pipeline imports openai and docker: only when a command runs
+    from awm.builder.synth.llm import LLMSettings
+    from awm.builder.synth.pipeline import BuildOutcome, GenReport
+
+__all__ = ["gen_app", "register"]
+
+gen_app = typer.Typer(
+    help="Generate new environments with an LLM (any OpenAI-compatible server), in the AWM format.",
+    no_args_is_help=True,
+)
+
+_MARKS = {
+    "done": "[green]done[/green]",
+    "failed": "[red]failed[/red]",
+    "retry": "[yellow]retry[/yellow]",
+    "skipped": "[cyan]skipped[/cyan]",
+    "blocked": "[magenta]blocked[/magenta]",
+    "built": "[green]built[/green]",
+    "note": "[dim]note[/dim]",
+}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(gen_app, name="gen")
+
+
+def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _common() -> list[inspect.Parameter]:
+    return [
+        _param("output", typer.Option(..., "--output", "-o", help="Output folder (created; resumed when it exists)."),
+               Path),
+        _param("model", typer.Option(None, "--model", help="Model name (env AWM_LLM_MODEL)."), str | None),
+        _param("base_url", typer.Option(None, "--base-url",
+                                        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
+                                             "(env AWM_LLM_BASE_URL or OPENAI_BASE_URL); the key comes from "
+                                             "AWM_LLM_API_KEY or OPENAI_API_KEY."), str | None),
+        _param("concurrency", typer.Option(None, "--concurrency", min=1,
+                                           help="LLM requests in flight at most (env AWM_LLM_CONCURRENCY) [4]."),
+               int | None),
+        _param("timeout", typer.Option(None, "--timeout", min=1, help="Seconds per LLM request [300]."), float | None),
+        _param("retries", typer.Option(None, "--retries", min=0,
+                                       help="Retries of a request on transient errors (429, 5xx, timeouts) [5]."),
+               int | None),
+        _param("temperature", typer.Option(None, "--temperature", help="Sampling temperature [0.7]."), float | None),
+        _param("max_tokens", typer.Option(None, "--max-tokens", help="Output token limit per reply."), int | None),
+        _param("json_mode", typer.Option(None, "--json-mode/--no-json-mode",
+                                         help="Ask the server for JSON mode on JSON replies [off]."), bool | None),
+        _param("attempts", typer.Option(3, "--attempts", min=1,
+                                        help="Replies per request, the first included: failures are fed back."), int),
+        _param("jobs", typer.Option(4, "--jobs", "-j", min=1, help="Scenarios worked on at once."), int),
+        _param("cache", typer.Option(None, "--cache-dir",
+                                     help="LLM response cache [$AWM_CACHE_DIR/llm, else ~/.cache/awm/llm]."),
+               Path | None),
+        _param("no_cache", typer.Option(False, "--no-cache", help="Neither read nor write the response cache."), bool),
+        _param("refresh", typer.Option(False, "--refresh", help="Ask again even when a reply is cached (and keep "
+                                                                 "the new one)."), bool),
+    ]
+
+
+def _scenario_options() -> list[inspect.Parameter]:
+    return [
+        _param("seeds", typer.Option(..., "--seeds", exists=True, dir_okay=False,
+                                     help="Seed scenarios: JSONL/JSON with name and description, or one name a line."),
+               Path),
+        _param("count", typer.Option(10, "--count", "-n", min=0, help="New scenarios to generate."), int),
+        _param("keep_seeds", typer.Option(False, "--keep-seeds", help="Generate environments for the seeds too."),
+               bool),
+        _param("embedding_model", typer.Option(None, "--embedding-model",
+                                               help="Reject near-duplicates by embedding similarity with this model "
+                                                    "(env AWM_LLM_EMBEDDING_MODEL); else a lexical rule."),
+               str | None),
+        _param("embedding_base_url", typer.Option(None, "--embedding-base-url",
+                                                  help="Endpoint of the embedding model, if not --base-url "
+                                                       "(env AWM_LLM_EMBEDDING_BASE_URL)."),
+               str | None),
+    ]
+
+
+def _task_options() -> list[inspect.Parameter]:
+    return [_param("tasks", typer.Option(10, "--tasks", "-k", min=1, help="Tasks per scenario."), int)]
+
+
+def _only_option() -> list[inspect.Parameter]:
+    return [_param("only", typer.Option([], "--only", help="Scenario ids or names (repeatable)."), list[str])]
+
+
+def _settings(opts: dict[str, Any]) -> LLMSettings:
+    from awm.builder.synth.llm import LLMSettings
+
+    given = {
+        "model": opts.get("model"), "base_url": opts.get("base_url"), "concurrency": opts.get("concurrency"),
+        "timeout_s": opts.get("timeout"), "max_retries": opts.get("retries"),
+        "temperature": opts.get("temperature"), "max_tokens": opts.get("max_tokens"),
+        "json_mode": opts.get("json_mode"), "embedding_model": opts.get("embedding_model"),
+        "embedding_base_url": opts.get("embedding_base_url"),
+    }
+    return LLMSettings(**{k: v for k, v in given.items() if v is not None})
+
+
+def _builder() -> Any:
+    """`--build`: one Docker client and base image for the run, made on first use."""
+    state: dict[str, Any] = {}
+
+    def build(bundle: Any) -> BuildOutcome:
+        from awm.builder.build.base_image import ensure_base_image
+        from awm.builder.build.batch import build_bundle
+        from awm.runtime.docker_backend import engine_client
+        from awm.builder.synth.pipeline import BuildOutcome
+
+        if "client" not in state:
+            state["client"] = engine_client()
+            state["base"] = ensure_base_image(state["client"])
+        result = build_bundle(state["client"], bundle, state["base"])
+        return BuildOutcome(status=result.status, tag=result.tag, error=result.error)
+
+    return build
+
+
+def _run(stages: tuple[Stage, ...], opts: dict[str, Any]) -> None:
+    from awm.builder.synth import LLMClient, ResponseCache, generate
+
+    started = time.monotonic()
+    settings = _settings(opts)
+    cache = None if opts["no_cache"] else ResponseCache(opts["cache"] or cache_dir() / "llm", read=not opts["refresh"])
+    options = GenOptions(
+        scenarios=opts.get("count", 10), keep_seeds=opts.get("keep_seeds", False), tasks=opts.get("tasks", 10),
+        attempts=opts["attempts"], jobs=opts["jobs"],
+    )
+    with LLMClient(settings, cache=cache) as llm, Progress(
+        TextColumn("[bold]generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=err_console, transient=True,
+    ) as progress:
+        bar = progress.add_task("", total=None)
+        per_scenario = [s for s in stages if s != "scenario"]
+        # (a stage's events arrive from worker threads; rich's console serialises its output)
+
+        def on_event(e: Event) -> None:
+            who = f"{e.scenario} " if e.scenario else ""
+            if e.kind == "start":
+                progress.update(bar, description=f"{who}{e.stage}")
+                return
+            if e.kind == "plan":
+                progress.update(bar, total=e.count or None)
+            elif e.kind in ("done", "skipped", "failed", "blocked") and e.stage in per_scenario:
+                progress.advance(bar)
+            progress.console.print(f"{_MARKS.get(e.kind, e.kind)} {escape(who)}{e.stage}: {escape(e.detail)}",
+                                   highlight=False, soft_wrap=True)
+
+        try:
+            report = generate(
+                opts["output"], stages=stages, llm=llm, options=options, seeds=opts.get("seeds"),
+                only=opts.get("only", []), build_fn=_builder() if opts.get("build") else None, on_event=on_event,
+            )
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted; finished stages are kept in {opts['output']}. "
+                              "Run the same command to resume.")
+            raise typer.Exit(130) from None
+    _print_summary(report, time.monotonic() - started)
+    if report.error or report.failed:
+        raise typer.Exit(1)
+
+
+def _print_summary(report: GenReport, seconds: float) -> None:
+    out = Console(width=200)
+    counts = report.counts()
+    if counts:
+        table = Table(title=f"awm gen: {report.output}", title_justify="left")
+        for col in ("stage", "done", "skipped (done before)", "failed", "blocked", "requests", "cache hits",
+                    "prompt tokens", "completion tokens"):
+            table.add_column(col, justify="left" if col == "stage" else "right")
+        if report.scenario_stage is not None:  # a batch stage: it counts the scenarios it made
+            made = sum(1 for _ in report.scenarios) if report.scenario_stage != "failed" else 0
+            counts["scenario"] = {"done": made if report.scenario_stage == "done" else 0,
+                                  "skipped": made if report.scenario_stage == "skipped" else 0,
+                                  "failed": int(report.scenario_stage == "failed"), "blocked": 0}
+        for stage in STAGES:
+            c = counts.get(stage, {})
+            u = report.llm.get(stage, {})
+            if not c and not u:
+                continue
+            table.add_row(stage, *(str(c.get(k, 0)) for k in ("done", "skipped", "failed", "blocked")),
+                          *(str(u.get(k, 0)) for k in ("requests", "cache_hits", "prompt_tokens", "completion_tokens")))
+        out.print(table)
+    t = report.llm.get("total", {})
+    out.print(
+        f"{len(report.scenarios)} scenario(s), {len(report.failed)} failed; LLM: {t.get('requests', 0)} requests, "
+        f"{t.get('cache_hits', 0)} cache hits, {t.get('prompt_tokens', 0)} prompt + {t.get('completion_tokens', 0)} "
+        f"completion tokens, {t.get('retries', 0)} transient retries; {seconds:.1f} s", highlight=False,
+    )
+    for r in report.rejected_scenarios:
+        out.print(f"rejected scenario {escape(r.name)!r}: {escape(r.reason)}", highlight=False)
+    for s in report.scenarios:
+        if s.failing_tools:
+            out.print(f"[yellow]tools failing[/yellow] {s.id}: {', '.join(s.failing_tools)}", highlight=False)
+        if s.flagged_tasks:
+            out.print(f"[yellow]flagged tasks[/yellow] {s.id}: {', '.join(map(str, s.flagged_tasks))}",
+                      highlight=False)
+        for p in s.catalog_problems:
+            out.print(f"[yellow]catalog[/yellow] {escape(p)}", highlight=False, soft_wrap=True)
+        if s.build is not None:
+            out.print(f"{_MARKS.get(s.build.status, s.build.status)} image {s.id}: "
+                      f"{escape(s.build.error or s.build.tag or '')}", highlight=False, soft_wrap=True)
+        if s.error:
+            out.print(f"[red]failed[/red] {escape(s.error)}", highlight=False, soft_wrap=True)
+    if report.error:
+        out.print(f"[red]error[/red] {escape(report.error)}", highlight=False, soft_wrap=True)
+
+
+def _command(stages: tuple[Stage, ...], params: list[inspect.Parameter], doc: str) -> Any:
+    def command(**opts: Any) -> None:
+        _run(stages, opts)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__doc__ = doc
+    return handle_errors(command)
+
+
+_DOCS: dict[str, str] = {
+    "scenario": "Propose N new scenarios from a seed list; near-duplicates are rejected.",
+    "task": "Write k user tasks per scenario.",
+    "db": "Design each scenario's SQLite schema (executed; errors fed back).",
+    "sample": "Write each scenario's seed rows (executed with foreign keys on; errors fed back).",
+    "spec": "Specify each scenario's API (the tools).",
+    "env": "Write each scenario's FastAPI module; every tool is called in a container, failures fed back.",
+    "verifier": "Write per task a code and a sql verifier and a reference solution, checked on the seed.",
+}
+
+for _stage in STAGES:
+    _params = _common()
+    if _stage == "scenario":
+        _params += _scenario_options() + _task_options()
+    else:
+        _params += _only_option() + (_task_options() if _stage == "task" else [])
+    gen_app.command(_stage)(_command((_stage,), _params, _DOCS[_stage] + "\n\nResumes: done stages are skipped."))
+
+gen_app.command("all")(_command(
+    STAGES,
+    _common() + _scenario_options() + _task_options() + _only_option() + [
+        _param("build", typer.Option(False, "--build", help="Build each scenario's image as soon as it is done."),
+               bool),
+    ],
+    "Run every stage: scenarios, then each scenario through task, db, sample, spec, env and verifier "
+    "(no barrier between scenarios).\n\nResumes: done stages are skipped; the LLM cache replays paid replies.",
+))

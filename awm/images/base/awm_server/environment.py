@@ -1,0 +1,188 @@
+"""One scenario, loaded: its files, working database, environment app, reset gate and MCP bridge.
+
+Files of a scenario directory (written by `awm build` into the image):
+    env.py          the environment module, unchanged
+    seed.db         the seed database (immutable)
+    tasks.json      ["task text", ...]
+    verifiers.json  {"code": {"<task_idx>": {"function": ..., "code": ...}}, "sql": {...}}
+    manifest.json   scenario id, tools, seed statistics, digests, versions
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from awm_server.database import WorkingDatabase
+from awm_server.envmodule import EnvModule, load_env_module
+from awm_server.gate import Gate
+from awm_server.mcp_bridge import McpBridge
+from awm_server.sandbox import Limits, grade, run_verifier
+from awm_server.settings import Settings
+
+__all__ = ["Environment", "ScenarioFiles", "grade_databases"]
+
+REWARDS = {"complete": 1.0, "others": 0.0, "error": 0.0}
+
+
+class ScenarioFiles:
+    """The read-only files of a scenario directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.module = root / "env.py"
+        self.seed = root / "seed.db"
+        self.manifest: dict[str, Any] = json.loads((root / "manifest.json").read_text())
+        self.tasks: list[str] = json.loads((root / "tasks.json").read_text())
+        self.verifiers: dict[str, dict[str, dict[str, str]]] = json.loads(
+            (root / "verifiers.json").read_text()
+        )
+
+    @property
+    def scenario(self) -> str:
+        return str(self.manifest["scenario"])
+
+
+def grade_databases(
+    files: ScenarioFiles,
+    task_idx: int,
+    final_db: Path,
+    *,
+    final_answer: str | None = None,
+    flavour: str = "code",
+    limits: Limits = Limits(),
+) -> dict[str, Any]:
+    """Run a task's verifier on read-only copies of the seed and of `final_db`.
+
+    Returns a JSON-able result: `result` is complete/others/error for the code flavour and
+    evidence for the sql flavour; `value` is what the verifier returned.
+    """
+    if not 0 <= task_idx < len(files.tasks):
+        raise LookupError(
+            f"scenario {files.scenario!r} has {len(files.tasks)} tasks; no task {task_idx}"
+        )
+    verifier = files.verifiers.get(flavour, {}).get(str(task_idx))
+    if verifier is None:
+        raise LookupError(f"scenario {files.scenario!r}: task {task_idx} has no {flavour} verifier")
+    with tempfile.TemporaryDirectory(prefix="awm-grade-") as tmp:
+        initial = Path(tmp) / "initial.db"
+        final = Path(tmp) / "final.db"
+        shutil.copyfile(files.seed, initial)
+        if final_db != final:
+            shutil.copyfile(final_db, final)
+        for path in (initial, final):
+            path.chmod(0o444)
+        args: list[Any] = [str(initial), str(final)]
+        if flavour == "code":
+            args.append(final_answer)
+        outcome = run_verifier(
+            verifier["code"],
+            verifier["function"],
+            args,
+            limits=limits,
+            filename=f"{files.scenario}/verifier_{flavour}_{task_idx}.py",
+        )
+    result = "error" if outcome.error else grade(outcome.value, flavour)
+    return {
+        "scenario": files.scenario,
+        "task_idx": task_idx,
+        "flavour": flavour,
+        "result": result,
+        "reward": REWARDS.get(result),
+        "value": outcome.value,
+        "error": outcome.error,
+        "timed_out": outcome.timed_out,
+        "duration_ms": outcome.duration_ms,
+    }
+
+
+class _GatedApp:
+    """The environment app behind the reset gate: each HTTP request holds it shared."""
+
+    def __init__(self, app: ASGIApp, gate: Gate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        async with self.gate.shared():
+            await self.app(scope, receive, send)
+
+
+class Environment:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.files = ScenarioFiles(settings.scenario_dir)
+        self.db = WorkingDatabase(self.files.seed, settings.work_dir / "env.db")
+        self.db.prepare()
+        self.env: EnvModule = load_env_module(self.files.module, self.db.url, self.files.scenario)
+        self.gate = Gate()
+        self.gated_app = _GatedApp(self.env.app, self.gate)
+        self.mcp = McpBridge(self.env.app, self.gated_app, tool_timeout_s=settings.tool_timeout_s)
+        self.started = time.time()
+
+    @property
+    def scenario(self) -> str:
+        return self.files.scenario
+
+    async def reset(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        async with self.gate.exclusive(self.settings.reset_drain_timeout_s):
+            # Milliseconds of blocking work; running it inline keeps the exclusive section short.
+            self.db.reset(self.env.dispose_engines)
+        return {
+            "ok": True,
+            "resets": self.db.resets,
+            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+        }
+
+    async def verify(
+        self, task_idx: int, final_answer: str | None = None, flavour: str = "code"
+    ) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="awm-verify-") as tmp:
+            final = Path(tmp) / "final.db"
+            self.db.snapshot(final)
+            return await anyio.to_thread.run_sync(
+                lambda: grade_databases(
+                    self.files,
+                    task_idx,
+                    final,
+                    final_answer=final_answer,
+                    flavour=flavour,
+                    limits=self.settings.verifier,
+                )
+            )
+
+    def snapshot_file(self) -> Path:
+        fd, name = tempfile.mkstemp(prefix="awm-snapshot-", suffix=".db")
+        os.close(fd)
+        self.db.snapshot(Path(name))
+        return Path(name)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **self.files.manifest,
+            "awm.runtime": {
+                "uptime_s": round(time.time() - self.started, 3),
+                "resets": self.db.resets,
+                "in_flight": self.gate.in_flight,
+                "tool_timeout_s": self.settings.tool_timeout_s,
+                "verify_timeout_s": self.settings.verifier.timeout_s,
+                "control_token": self.settings.control_token is not None,
+                "pid": os.getpid(),
+                "uid": os.getuid(),
+            },
+        }
+
+    def tools(self) -> list[dict[str, Any]]:
+        return [t.model_dump(mode="json", exclude_none=True) for t in self.mcp.tools]

@@ -1,0 +1,380 @@
+"""Environments as hardened containers on a Docker engine.
+
+Ports are assigned by the engine (or the container's own address is used), never probed. A
+start that fails removes its container and raises an error carrying the container's last log
+lines. Containers carry the labels of `awm.core.labels`; see `awm.runtime.base.Isolation` for the
+network modes. The egress guard of SEALED is a set of iptables rules in the container's own
+network namespace, installed with `nsenter` before any environment code runs (the server
+waits for a signal that the runtime sends once the guard is in place). Installing it needs root
+on the engine's host; without, the environment runs on the internal network only, with a
+warning, and `Env.isolation` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+from docker.models.containers import Container
+
+from awm.runtime import reaper
+from awm.runtime.base import EnvRecord, Isolation, Resources, StartOptions
+from awm.runtime.env import Env
+from awm.core.errors import BackendUnavailable, EnvStartTimeout, ImageNotFound
+from awm.core.labels import (
+    LABEL_OWNER,
+    LABEL_RUN_ID,
+    LABEL_SCENARIO,
+    Owner,
+    check_user_labels,
+    new_run_id,
+    owner_labels,
+)
+
+__all__ = ["ISOLATED_NETWORK", "DockerBackend", "engine_client", "remove_orphans", "sandbox_options"]
+
+log = logging.getLogger("awm")
+
+SERVER_PORT = 8000
+ISOLATED_NETWORK = "awm-isolated"
+
+# Rejects every connection the environment opens (to the host and other environments too);
+# replies on connections opened *to* it, and loopback, still flow.
+_GUARD_RULES = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT DROP [0:0]
+-A OUTPUT -o lo -j ACCEPT
+-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset
+-A OUTPUT -j REJECT
+COMMIT
+"""
+
+
+def engine_client(purpose: str = "", *, max_pool_size: int = 10) -> docker.DockerClient:
+    """A client of the local Docker engine, checked to answer.
+
+    Args:
+        purpose: why an engine is needed, said first in the error.
+        max_pool_size: HTTP connections kept to the engine; at least the number of threads.
+
+    Raises:
+        BackendUnavailable: no engine answers; says how to start one.
+    """
+    try:
+        client = docker.from_env(max_pool_size=max_pool_size)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        why = f"{purpose}, and " if purpose else ""
+        raise BackendUnavailable(
+            f"{why}no Docker engine answers ({exc}); start one (`make docker` does it as root on Debian)"
+        ) from exc
+    return client
+
+
+def sandbox_options(resources: Resources | None = None, *, network: bool = True) -> dict[str, Any]:
+    """`containers.run` options every container of this project gets.
+
+    Read-only root with a tmpfs /tmp, uid 10001, no capabilities, no-new-privileges, memory,
+    CPU and pids limits; with `network=False` no network at all (build checks, probes).
+    """
+    r = resources or Resources()
+    options: dict[str, Any] = dict(
+        read_only=True,
+        tmpfs={"/tmp": f"rw,size={r.tmpfs_size},mode=1777"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        user="10001:10001",
+        mem_limit=r.memory,
+        pids_limit=r.pids,
+        nano_cpus=int(r.cpus * 1e9),
+    )
+    if not network:
+        options["network_mode"] = "none"
+    return options
+
+
+def remove_orphans(
+    client: docker.DockerClient,
+    labels: list[str] | None = None,
+    select: Callable[[dict[str, str]], bool] = lambda _labels: True,
+) -> list[str]:
+    """Remove containers (with all of `labels`) whose owning process on this host is gone.
+
+    Containers of live owners, of other hosts and detached ones stay. Returns the removed ids.
+    """
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": [LABEL_OWNER, *(labels or [])]}):
+        container_labels = container.labels or {}
+        owner = Owner.parse(container_labels.get(LABEL_OWNER, ""))
+        if owner is None or not owner.is_local() or owner.is_alive() or not select(container_labels):
+            continue
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            continue
+        log.info("removed %s (%s), its owner %s is gone", container.name, container.image.tags, owner)
+        removed.append(str(container.id))
+    return removed
+
+
+class DockerBackend:
+    """Start environment images as containers on the local Docker engine.
+
+    Args:
+        client: a docker SDK client; `docker.from_env()` when None.
+        run_id: the session label of everything this backend starts (a new one when None).
+
+    Raises:
+        BackendUnavailable: no engine answers.
+
+    Example:
+        >>> backend = DockerBackend()
+        >>> with backend.start("awm/pantrypal_recipe_planner:latest") as env:
+        ...     env.verify(0)["result"]
+        'others'
+    """
+
+    def __init__(self, client: docker.DockerClient | None = None, *, run_id: str | None = None) -> None:
+        self.client = client or engine_client()
+        self.run_id = run_id or new_run_id()
+
+    # -- starting -------------------------------------------------------------------------
+
+    def start(self, image: str, options: StartOptions | None = None, **overrides: Any) -> Env:
+        """Start `image` and wait until its server answers.
+
+        Args:
+            image: an environment image, e.g. "awm/pantrypal_recipe_planner:latest".
+            options: how to start it; defaults are hardened and SEALED.
+            **overrides: fields of `StartOptions` to change, e.g. `env={...}`, `labels={...}`.
+
+        Raises:
+            ImageNotFound: the image is not in the engine.
+            EnvStartTimeout: the server did not answer in time or the container exited; the
+                container is removed and its last log lines are in the message.
+            BackendUnavailable: SEALED isolation cannot be set up on this engine.
+        """
+        opts = replace(options or StartOptions(), **overrides)
+        user_labels = check_user_labels(opts.labels)
+        try:
+            scenario = (self.client.images.get(image).labels or {}).get(LABEL_SCENARIO)
+        except docker.errors.ImageNotFound as exc:
+            guess = image.split("/", 1)[-1].split(":", 1)[0]
+            raise ImageNotFound(
+                f"image {image} not found; build it with `awm build DATASET --only {guess}`", image=image
+            ) from exc
+        labels = {**user_labels, **owner_labels(opts.run_id or self.run_id, scenario, detached=opts.detached)}
+        environment = dict(opts.env)
+        if opts.control_token:
+            environment["AWM_CONTROL_TOKEN"] = opts.control_token
+        if opts.isolation is Isolation.SEALED:
+            environment["AWM_AWAIT_SEAL"] = "1"
+        network: dict[str, Any]
+        if opts.isolation is Isolation.PUBLISHED:
+            network = {"ports": {f"{SERVER_PORT}/tcp": ("127.0.0.1", opts.host_port)}}
+        else:
+            network = {"network": self._isolated_network()}
+        name = f"awm-{scenario or 'env'}-{uuid.uuid4().hex[:10]}"
+        try:
+            container: Container = self.client.containers.run(
+                image,
+                name=name[:120],
+                detach=True,
+                environment=environment,
+                labels=labels,
+                **sandbox_options(opts.resources),
+                **network,
+            )
+        except docker.errors.APIError as exc:
+            raise BackendUnavailable(f"could not start {image}: {exc.explanation or exc}", image=image) from exc
+        if not opts.detached:
+            reaper.track(container.id, lambda: self.stop(container.id))
+        isolation = opts.isolation
+        try:
+            if isolation is Isolation.SEALED and not self._seal(container, image):
+                isolation = Isolation.INTERNAL
+            base_url = self._wait_ready(container, image, opts)
+        except BaseException:
+            self.stop(container.id)
+            raise
+        return Env(
+            backend=self,
+            env_id=container.id,
+            name=container.name,
+            image=image,
+            scenario=scenario,
+            base_url=base_url,
+            token=opts.control_token,
+            request_timeout_s=opts.timeouts.request_s,
+            isolation=isolation,
+        )
+
+    def _isolated_network(self) -> str:
+        try:
+            self.client.networks.get(ISOLATED_NETWORK)
+        except docker.errors.NotFound:
+            try:
+                self.client.networks.create(
+                    ISOLATED_NETWORK, driver="bridge", internal=True, labels={"awm.network": "isolated"}
+                )
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # another process made it first
+                    raise
+        return ISOLATED_NETWORK
+
+    def can_seal(self) -> bool:
+        """Whether the egress guard can be installed: root, a local engine, nsenter, iptables."""
+        local = str(self.client.api.base_url).startswith("http+docker://")  # the unix socket
+        return local and os.geteuid() == 0 and all(shutil.which(t) for t in ("nsenter", "iptables-restore"))
+
+    def _seal(self, container: Container, image: str) -> bool:
+        """Install the egress guard in the container's network namespace; False if impossible."""
+        if not self.can_seal():
+            log.warning(
+                "%s: the egress guard needs root on the engine's host (nsenter, iptables); "
+                "running with the internal network only (the host's addresses stay reachable)",
+                image,
+            )
+            return False
+        container.reload()
+        pid = container.attrs["State"]["Pid"]
+        if not pid:
+            return False  # it already exited; _wait_ready reports why
+        cmd = ["nsenter", f"--target={pid}", "--net", "iptables-restore"]
+        proc = subprocess.run(cmd, input=_GUARD_RULES, capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0:
+            raise BackendUnavailable(
+                f"cannot seal {image}: iptables-restore in its network namespace failed: "
+                f"{proc.stderr.strip()}; start with isolation=Isolation.INTERNAL to run without it",
+                image=image,
+                container_id=container.id,
+            )
+        return True
+
+    def _base_url(self, container: Container, opts: StartOptions) -> str | None:
+        settings = container.attrs["NetworkSettings"]
+        if opts.isolation is Isolation.PUBLISHED:
+            bindings = (settings.get("Ports") or {}).get(f"{SERVER_PORT}/tcp")
+            return f"http://127.0.0.1:{bindings[0]['HostPort']}" if bindings else None
+        ip = (settings.get("Networks") or {}).get(ISOLATED_NETWORK, {}).get("IPAddress")
+        return f"http://{ip}:{SERVER_PORT}" if ip else None
+
+    def _wait_ready(self, container: Container, image: str, opts: StartOptions) -> str:
+        timeout_s = opts.timeouts.start_s
+        deadline = time.monotonic() + timeout_s
+        base_url = None
+        sealed = opts.isolation is Isolation.SEALED
+        with httpx.Client(timeout=2.0, verify=False) as http:  # plain http to the container
+            polls = 0
+            while time.monotonic() < deadline:
+                # An inspect costs milliseconds: look at the container's state only every few
+                # polls, and each time until its address is known.
+                if base_url is None or polls % 5 == 0:
+                    container.reload()
+                    if container.status in ("exited", "dead"):
+                        break
+                    base_url = base_url or self._base_url(container, opts)
+                if sealed and polls % 10 == 0:
+                    # The guard is in place: let the server go on. It queues the signal from its
+                    # first milliseconds; the repeats cover one sent before that (and are ignored).
+                    try:
+                        container.kill(signal="SIGUSR1")
+                    except docker.errors.APIError:
+                        pass
+                if base_url is not None:
+                    try:
+                        if http.get(f"{base_url}/_awm/health").status_code == 200:
+                            return base_url
+                    except httpx.TransportError:
+                        pass
+                polls += 1
+                time.sleep(0.01)
+        container.reload()
+        logs = container.logs(tail=30).decode(errors="replace").rstrip()
+        state = container.attrs.get("State", {})
+        why = (
+            f"exited with code {state.get('ExitCode')}"
+            if container.status in ("exited", "dead")
+            else f"did not answer within {timeout_s:g}s"
+        )
+        error = EnvStartTimeout(
+            f"environment {image} (container {container.short_id}) {why}; last log lines:\n{logs}",
+            image=image,
+            container_id=container.id,
+        )
+        error.add_note(f"logs of {container.short_id}:\n{logs}")
+        raise error
+
+    # -- the rest of the protocol ---------------------------------------------------------
+
+    def stop(self, env_id: str) -> None:
+        reaper.untrack(env_id)
+        try:
+            self.client.api.remove_container(env_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: removal already in progress
+                raise
+
+    def logs(self, env_id: str, tail: int = 100) -> str:
+        try:
+            return str(self.client.api.logs(env_id, tail=tail).decode(errors="replace"))
+        except docker.errors.NotFound:
+            return ""
+
+    def state(self, env_id: str) -> str:
+        """The container's state, e.g. "running", "exited (137)", or "removed"."""
+        try:
+            state = self.client.api.inspect_container(env_id)["State"]
+        except docker.errors.NotFound:
+            return "removed"
+        return state["Status"] if state["Status"] == "running" else f"{state['Status']} ({state['ExitCode']})"
+
+    def is_running(self, env_id: str) -> bool:
+        return self.state(env_id) == "running"
+
+    def list(self, *, run_id: str | None = None, all_owners: bool = True) -> list[EnvRecord]:
+        filters = {"label": [f"{LABEL_RUN_ID}={run_id}" if run_id else LABEL_RUN_ID]}
+        out = []
+        me = str(Owner.current())
+        for c in self.client.containers.list(all=True, filters=filters):
+            labels = c.labels or {}
+            if not all_owners and labels.get(LABEL_OWNER) != me:
+                continue
+            settings = c.attrs.get("NetworkSettings") or {}
+            ip = (settings.get("Networks") or {}).get(ISOLATED_NETWORK, {}).get("IPAddress")
+            bindings = (settings.get("Ports") or {}).get(f"{SERVER_PORT}/tcp")
+            url = (
+                f"http://{ip}:{SERVER_PORT}" if ip
+                else f"http://127.0.0.1:{bindings[0]['HostPort']}" if bindings else None
+            )
+            out.append(
+                EnvRecord(
+                    id=c.id,
+                    name=c.name,
+                    image=(c.attrs.get("Config") or {}).get("Image", ""),
+                    scenario=labels.get(LABEL_SCENARIO),
+                    status=c.status,
+                    run_id=labels.get(LABEL_RUN_ID),
+                    owner=labels.get(LABEL_OWNER),
+                    base_url=url,
+                )
+            )
+        return out
+
+    def gc(self) -> list[str]:
+        """Remove environments of this host whose owning process is gone; return their ids."""
+        return remove_orphans(self.client, [LABEL_RUN_ID])

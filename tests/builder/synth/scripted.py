@@ -1,0 +1,187 @@
+"""A scripted OpenAI-compatible HTTP server for the synthesis tests: real HTTP on 127.0.0.1.
+
+It answers `POST /v1/chat/completions` from fixture replies (tests/fixtures/synth/*.json): the
+reply whose `match` strings all occur in the request's first user message, and whose `feedback`
+is null for a first request or occurs in the last user message of a retry. `POST
+/v1/embeddings` returns deterministic bag-of-words vectors. Every request is recorded with the
+reply it got. Faults can be queued: the next requests answer an HTTP error, or wait before
+answering (to trip the client's timeout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from awm.builder.synth.dedupe import words
+from awm.builder.synth.dialogue import FEEDBACK_HEADER
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "synth"
+DIMENSIONS = 64
+
+
+SCENARIOS = ("pantry_pilot_meal_planner", "campfire_site_reservations")
+
+
+def load_entries(names: Iterable[str] = ("scenario", *SCENARIOS)) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name in names:
+        out.extend(json.loads((FIXTURES / f"{name}.json").read_text()))
+    return out
+
+
+def bag_of_words(text: str) -> list[float]:
+    """A deterministic embedding: word counts hashed into DIMENSIONS buckets."""
+    vector = [0.0] * DIMENSIONS
+    for w in words(text):
+        vector[int(hashlib.md5(w.encode()).hexdigest(), 16) % DIMENSIONS] += 1.0
+    return vector
+
+
+class ScriptedLLM:
+    """The server; `url` is its base URL (`http://127.0.0.1:<port>/v1`)."""
+
+    def __init__(self, entries: list[dict[str, Any]] | None = None) -> None:
+        self.entries = entries if entries is not None else load_entries()
+        self.requests: list[dict[str, Any]] = []
+        self.faults: list[dict[str, Any]] = []  # {"status", "retry_after"?} or {"delay"}
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                status, payload, headers = server.answer(self.path, body)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def start(self) -> ScriptedLLM:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
+        with self.lock:
+            self.faults += [{"status": status, "retry_after": retry_after}] * times
+
+    def delay_next(self, seconds: float) -> None:
+        with self.lock:
+            self.faults.append({"delay": seconds})
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    # -- what was asked ---------------------------------------------------------------------
+
+    def chats(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    def replied(self) -> list[str]:
+        """The fixture ids of the replies given, in order."""
+        return [r["entry"] for r in self.chats() if r["entry"]]
+
+    def retries(self) -> list[dict[str, Any]]:
+        """Chat requests that carry feedback on a rejected reply."""
+        return [r for r in self.chats() if _feedback(r["body"]) is not None]
+
+    # -- answering --------------------------------------------------------------------------
+
+    def answer(self, full_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        path = full_path.split("?", 1)[0]
+        with self.lock:
+            fault = self.faults.pop(0) if self.faults else None
+            record: dict[str, Any] = {"path": path, "query": full_path[len(path) + 1:], "body": body,
+                                      "entry": None, "status": 200}
+            self.requests.append(record)
+        if fault and "delay" in fault:
+            time.sleep(fault["delay"])
+        elif fault:
+            record["status"] = fault["status"]
+            headers = {"retry-after": fault["retry_after"]} if fault.get("retry_after") else {}
+            return fault["status"], {"error": {"message": "scripted fault", "type": "server_error"}}, headers
+        if path.endswith("/embeddings"):
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            data = [{"object": "embedding", "index": i, "embedding": bag_of_words(t)} for i, t in enumerate(texts)]
+            return 200, {"object": "list", "data": data, "model": body.get("model", ""),
+                         "usage": {"prompt_tokens": sum(len(t) // 4 for t in texts),
+                                   "total_tokens": sum(len(t) // 4 for t in texts)}}, {}
+        if not path.endswith("/chat/completions"):
+            record["status"] = 404
+            return 404, {"error": {"message": f"no route {path}"}}, {}
+        entry = self.pick(body)
+        if entry is None:
+            record["status"] = 400
+            first = _first_user(body)[:300]
+            return 400, {"error": {"message": f"no scripted reply for this request: {first!r}",
+                                   "type": "invalid_request_error"}}, {}
+        record["entry"] = entry["id"]
+        prompt_tokens = sum(len(m.get("content") or "") for m in body.get("messages", [])) // 4
+        completion_tokens = len(entry["reply"]) // 4
+        return 200, {
+            "id": f"chatcmpl-{entry['id']}", "object": "chat.completion", "created": 0,
+            "model": body.get("model", ""),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": entry["reply"]}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }, {}
+
+    def pick(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        first = _first_user(body)
+        feedback = _feedback(body)
+        for e in self.entries:
+            if not all(m in first for m in e["match"]):
+                continue
+            if feedback is None and e["feedback"] is None:
+                return e
+            if feedback is not None and e["feedback"] is not None and e["feedback"] in feedback:
+                return e
+        return None
+
+
+def _users(body: dict[str, Any]) -> list[str]:
+    return [m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user"]
+
+
+def _first_user(body: dict[str, Any]) -> str:
+    users = _users(body)
+    return users[0] if users else ""
+
+
+def _feedback(body: dict[str, Any]) -> str | None:
+    users = _users(body)
+    return users[-1] if len(users) > 1 and users[-1].startswith(FEEDBACK_HEADER) else None

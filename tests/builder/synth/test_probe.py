@@ -1,0 +1,130 @@
+"""The environment probe: `python -m awm_server probe` calls every tool as /mcp would.
+
+The command itself is tested on the host (a child process; these modules are the tests' own),
+and once through `DockerProber` in a container of the base image, as `awm gen` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from awm.builder.synth.probe import PROBE_ROLE, DockerProber, ProbeRun
+from tests.builder.conftest import MODULE
+
+RAISES = MODULE.replace(
+    '@app.post("/notes"',
+    '@app.get("/notes/{note_id}", operation_id="get_note", summary="Get a note", tags=["notes"])\n'
+    "def get_note(note_id: int):\n"
+    "    db = SessionLocal()\n"
+    "    try:\n"
+    "        note = db.get(Note, note_id)\n"
+    "        return {'id': note.id, 'words': len(note.body.split()) / note.user_id}\n"
+    "    finally:\n"
+    "        db.close()\n\n\n"
+    '@app.post("/notes"',
+)
+
+
+def seed(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, user_id INTEGER, body TEXT);"
+        "INSERT INTO notes VALUES (1, 1, 'first note'), (2, 0, 'zero owner');"
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+RUNS = [
+    {"id": "a", "calls": [{"tool": "list_notes", "arguments": {}}, {"tool": "get_note", "arguments": {"note_id": 2}},
+                          {"tool": "get_note", "arguments": {"note_id": 1}}]},
+    {"id": "b", "calls": [{"tool": "create_note", "arguments": {"body": "third"}},
+                          {"tool": "no_such_tool", "arguments": {}}], "keep_db": True},
+    {"id": "c", "calls": [{"tool": "list_notes", "arguments": {}}], "keep_db": True},
+]
+
+
+def probe_on_host(tmp_path: Path, code: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "env.py").write_text(code)
+    seed(src / "seed.db")
+    (src / "runs.json").write_text(json.dumps({"runs": runs}))
+    done = subprocess.run([sys.executable, "-m", "awm_server", "probe", "--dir", str(src), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_probe_calls_each_tool_and_records_exceptions(tmp_path: Path) -> None:
+    lines = probe_on_host(tmp_path, RAISES, RUNS)
+    assert lines[0] == {"kind": "tools", "tools": ["list_notes", "create_note", "get_note"]}
+    calls = [line for line in lines if line["kind"] == "call"]
+    assert [(c["run"], c["tool"], c["is_error"], c["status_code"]) for c in calls] == [
+        ("a", "list_notes", False, None),
+        ("a", "get_note", True, 500),
+        ("a", "get_note", False, None),
+        ("b", "create_note", False, None),
+        ("b", "no_such_tool", True, None),
+        ("c", "list_notes", False, None),
+    ]
+    raised = calls[1]
+    assert raised["text"] == "Error calling get_note. Status code: 500. Response: Internal Server Error"
+    assert raised["exception"].startswith("ZeroDivisionError: division by zero\n  env.py line ")
+    assert "in get_note: return {'id': note.id, 'words': len(note.body.split()) / note.user_id}" in raised["exception"]
+    assert calls[4]["text"] == "Unknown tool: no_such_tool"
+    # each run starts from the seed: run c does not see the note run b created
+    assert len(json.loads(calls[5]["text"])) == 2
+    assert [line["db"] for line in lines if line["kind"] == "run"] == ["b.db", "c.db"]
+    kept = sqlite3.connect(tmp_path / "out" / "b.db")
+    assert kept.execute("SELECT body FROM notes ORDER BY id").fetchall() == [("first note",), ("zero owner",), ("third",)]
+    kept.close()
+
+
+def test_probe_reports_an_import_error(tmp_path: Path) -> None:
+    lines = probe_on_host(tmp_path, MODULE.replace("app = FastAPI", "raise RuntimeError('no config')\napp = FastAPI"), RUNS)
+    assert len(lines) == 1 and lines[0]["kind"] == "import_error"
+    assert "environment module failed on import: RuntimeError: no config" in lines[0]["error"]
+
+
+@pytest.mark.docker
+def test_docker_prober_runs_the_module_in_a_sealed_container(
+    prober: DockerProber, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    runs = [ProbeRun.model_validate(r) for r in RUNS]
+    result = prober.probe("probe_test", RAISES, seed(tmp_path / "seed.db"), runs, tmp_path / "dbs")
+    assert result.error is None and result.import_error is None and result.exit_code == 0
+    assert result.tools == ["list_notes", "create_note", "get_note"]
+    assert [c.status_code for c in result.calls_of("a")] == [None, 500, None]
+    assert (result.calls_of("a")[1].exception or "").startswith("ZeroDivisionError: division by zero")
+    assert sorted(result.dbs) == ["b", "c"] and result.dbs["b"].parent == tmp_path / "dbs"
+    # nothing left behind, and what ran was labelled as this run's probe
+    left = docker_client.containers.list(all=True, filters={"label": [f"awm.role={PROBE_ROLE}",
+                                                                      f"awm.run-id={prober.run_id}"]})
+    assert left == []
+
+
+@pytest.mark.docker
+def test_docker_prober_has_no_network_and_bounds_time(prober: DockerProber, tmp_path: Path) -> None:
+    # the module learns at import what the container lets it reach; a hang is cut off
+    snoop = MODULE.replace(
+        "app = FastAPI",
+        "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n    NET = 'open'\n"
+        "except OSError as exc:\n    NET = type(exc).__name__\nraise RuntimeError('network: ' + NET)\napp = FastAPI",
+    )
+    result = prober.probe("probe_test", snoop, seed(tmp_path / "seed.db"), [], tmp_path / "dbs")
+    assert result.import_error is not None and "RuntimeError: network: OSError" in result.import_error
+    quick = DockerProber(prober.client, image=prober.image, timeout_s=3, run_id=prober.run_id)
+    hang = MODULE.replace("app = FastAPI", "import time\ntime.sleep(60)\napp = FastAPI")
+    result = quick.probe("probe_test", hang, seed(tmp_path / "seed2.db"), [], tmp_path / "dbs")
+    assert result.error == "the probe did not finish within 3s (a tool or the import hangs)"
