@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import docker
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-# The in-container server is not installed on the host (it ships inside the base image); the
-# in-process server tests import it from its source folder, and so do their subprocesses.
-SERVER_SRC = str(Path(__file__).resolve().parents[1] / "awm" / "images" / "base")
-sys.path.insert(0, SERVER_SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SERVER_SRC, os.environ.get("PYTHONPATH")) if p)
 
 # The testcontainers module's fixtures (`awm_container`), as a user's conftest would load them.
 pytest_plugins = ["awm.runtime.testing"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -91,14 +92,26 @@ def _step(message: str, on_step: Callable[[str], None] | None) -> None:
         on_step(message)
 
 
+def _server_dir(base_dir: Path) -> Path:
+    """The in-container server's sources: beside the Dockerfile in a source checkout, else (an
+    installed wheel, which carries it once, as the ``awm_server`` package) where it is installed."""
+    local = base_dir / "awm_server"
+    if local.is_dir():
+        return local
+    spec = importlib.util.find_spec("awm_server")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImageBuildError("the in-container server (package awm_server) is not installed; reinstall awm-envs")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _base_files(base_dir: Path) -> Iterator[tuple[str, Path]]:
     """The files that define the base image, as (relative name, path), sorted by name."""
     yield "Dockerfile", base_dir / "Dockerfile"
     yield "requirements.lock", base_dir / "requirements.lock"
-    server = base_dir / "awm_server"
+    server = _server_dir(base_dir)
     found = []
     for path in server.rglob("*"):
-        rel = path.relative_to(base_dir)
+        rel = Path("awm_server") / path.relative_to(server)
         if "__pycache__" in rel.parts or path.suffix in (".pyc", ".pyo") or not path.is_file():
             continue
         found.append((rel.as_posix(), path))
@@ -525,7 +538,7 @@ def _build_base(
         ctx = Path(tmp)
         for name in ("Dockerfile", "requirements.lock"):
             shutil.copy2(BASE_DIR / name, ctx / name)
-        _copy_tree(BASE_DIR / "awm_server", ctx / "awm_server")
+        _copy_tree(_server_dir(BASE_DIR), ctx / "awm_server")
         version = _digest(ctx)
         tag = f"{BASE_REPO}:{version}"
         (ctx / "wheels").mkdir()
