@@ -1,0 +1,1 @@
+"""Agents on environments: the AWM text protocol, the agent loop, grading, evaluation, rollouts."""
