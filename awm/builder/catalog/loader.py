@@ -3,7 +3,8 @@
 Records are joined across files on the normalised scenario name, never on line order. Problems
 are collected, not raised one at a time: a malformed line costs that line, a scenario missing a
 vital piece (tasks, schema, environment module) is excluded with its reasons, and everything
-else loads. Nothing here executes the dataset's code: routes are read with `ast`.
+else loads. Nothing here executes the dataset's code: routes are read with `ast`, and seed SQL
+(`summarise`) runs only in `awm.builder.catalog.sqlbox`'s limited child process.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from awm.builder.catalog.models import (
 from awm.core.naming import normalise
 from awm.builder.catalog.routes import parse, read_routes
 from awm.builder.catalog.seed import build_seed
-from awm.core.errors import DatasetError, ScenarioNotFound
+from awm.core.errors import DatasetError, ScenarioNotFound, SeedError
 
 __all__ = [
     "DATASET_FILES",
@@ -502,14 +503,18 @@ def summarise(
                 problems=[str(p) for p in b.problems],
             )
             if seed:
-                stats = build_seed(b, None, foreign_keys=foreign_keys)
-                row.tables = stats.tables
-                row.seed_rows = stats.total_rows
-                row.failed_statements = len(stats.failed)
-                row.problems += [
-                    f"warning: [{sid}] seed {f.stage} of table {f.table!r} failed: {f.error}"
-                    for f in stats.failed
-                ]
+                try:
+                    stats = build_seed(b, None, foreign_keys=foreign_keys)
+                except SeedError as exc:  # past its deadline or size limit: listed, not fatal
+                    row.problems.append(f"error: {exc.message}")
+                else:
+                    row.tables = stats.tables
+                    row.seed_rows = stats.total_rows
+                    row.failed_statements = len(stats.failed)
+                    row.problems += [
+                        f"warning: [{sid}] seed {f.stage} of table {f.table!r} failed: {f.error}"
+                        for f in stats.failed
+                    ]
             rows.append(row)
         if on_progress:
             on_progress(sid)

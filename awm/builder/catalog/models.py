@@ -193,6 +193,7 @@ class SeedStats(BaseModel):
     failed: list[FailedStatement] = Field(default_factory=list)
     sqlite_version: str
     bytes: int = 0
+    max_bytes: int = 0  # the seed size limit it was built under (AWM_SEED_MAX_MB)
 
     @property
     def total_rows(self) -> int:

@@ -4,24 +4,36 @@ Order, as the original pipeline: per table its DDL, its indexes and its example 
 every insert of the sample data, one statement at a time. A failing statement is recorded with
 its SQL error and the build goes on; `strict=True` turns any failure into `SeedError`.
 
+The SQL is dataset input: it runs only in `awm.builder.catalog.sqlbox`'s limited child process,
+never in this one. A statement the sandbox refuses (ATTACH, a PRAGMA outside its allow-list) is
+a failed statement like any other; running past the deadline or the size limit stops the seed
+with `SeedError`, strict or not, since the database would be incomplete.
+
 `PRAGMA foreign_keys` changes which inserts fail, so it is explicit (ON by default, like the
 original pipeline) and recorded in the stats. The file is byte-for-byte deterministic for the
-same input and SQLite version: it is written to a temporary file, vacuumed, then renamed into
+same input and SQLite version: it is built and vacuumed in a private folder, then renamed into
 place, so a reader never sees a half-built seed and an interrupted build leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from awm.builder.catalog.models import FailedStatement, ScenarioBundle, SeedStats
+from awm.builder.catalog.sqlbox import (
+    DEADLINE_SETTING,
+    MAX_MB_SETTING,
+    MIB,
+    BoxAbort,
+    SeedLimits,
+    private_folder,
+    run_seed_sql,
+)
 from awm.core.errors import SeedError
 
-__all__ = ["build_seed", "seed_statements"]
+__all__ = ["SeedLimits", "build_seed", "seed_checks", "seed_statements"]
 
 Stage = str  # "ddl" | "index" | "example" | "insert"
 
@@ -39,22 +51,13 @@ def seed_statements(bundle: ScenarioBundle) -> Iterator[tuple[Stage, str, str]]:
             yield "insert", sample.table_name, sql
 
 
-def _execute(conn: sqlite3.Connection, sql: str) -> None:
-    try:
-        conn.execute(sql)
-    except sqlite3.ProgrammingError as exc:
-        # Some generated DDL strings hold several statements; run them as one script.
-        if "one statement at a time" not in str(exc):
-            raise
-        conn.executescript(sql)
-
-
 def build_seed(
     bundle: ScenarioBundle,
     path: Path | None = None,
     *,
     foreign_keys: bool = True,
     strict: bool = False,
+    limits: SeedLimits | None = None,
 ) -> SeedStats:
     """Build the seed database of `bundle` at `path` and return its statistics.
 
@@ -63,81 +66,93 @@ def build_seed(
         path: where to write the database; None builds it in memory (statistics only).
         foreign_keys: the `PRAGMA foreign_keys` setting while seeding.
         strict: raise `SeedError` when any statement fails, leaving `path` untouched.
+        limits: size and time limits; by default from AWM_SEED_MAX_MB and AWM_SEED_DEADLINE_S.
 
     Returns:
-        Tables, rows per table, every failed statement with its error, and the settings used.
+        Tables, rows per table, every failed statement with its error, the settings used, the
+        database's size and its limit.
 
     Raises:
-        SeedError: in strict mode, naming the scenario and the first failing statement.
+        SeedError: naming the scenario, when the SQL runs past the deadline or the size limit
+            or its process dies, and in strict mode when a statement fails.
     """
-    tmp: Path | None = None
-    if path is None:
-        target = ":memory:"
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
-        target = str(tmp)
-    try:
-        conn = sqlite3.connect(target, isolation_level=None)
-        try:
-            stats = _fill(conn, bundle, foreign_keys)
-            if strict and stats.failed:
-                first = stats.failed[0]
-                raise SeedError(
-                    f"scenario {bundle.id!r}: {len(stats.failed)} seed statement(s) failed; "
-                    f"first: {first.stage} of table {first.table!r}: {first.error}: "
-                    f"{_shorten(first.sql)}",
-                    scenario=bundle.id,
-                )
-            if tmp is not None:
-                conn.execute("PRAGMA journal_mode = DELETE")
-                conn.execute("VACUUM")
-        finally:
-            conn.close()
-        if tmp is not None and path is not None:
-            os.replace(tmp, path)
-            tmp = None
-            stats.bytes = path.stat().st_size
-        return stats
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+    return _seed(bundle, path, foreign_keys, strict, limits, ())[0]
 
 
-def _fill(conn: sqlite3.Connection, bundle: ScenarioBundle, foreign_keys: bool) -> SeedStats:
-    # Each statement commits on its own, so a failure undoes only itself; without fsync and
-    # with the journal in memory that costs microseconds. Durability comes from the rename.
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA journal_mode = MEMORY")
-    conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-    failed: list[FailedStatement] = []
-    count = 0
-    for stage, table, sql in seed_statements(bundle):
-        count += 1
+def seed_checks(
+    bundle: ScenarioBundle,
+    checks: Sequence[str],
+    *,
+    foreign_keys: bool = True,
+    limits: SeedLimits | None = None,
+) -> tuple[SeedStats, list[bool]]:
+    """Build the seed in memory and run each query of `checks` on it, in the same sandbox.
+
+    Returns:
+        The statistics, and per check whether it found a row (False when it fails).
+
+    Raises:
+        SeedError: as `build_seed`.
+    """
+    return _seed(bundle, None, foreign_keys, False, limits, checks)
+
+
+def _seed(
+    bundle: ScenarioBundle,
+    path: Path | None,
+    foreign_keys: bool,
+    strict: bool,
+    limits: SeedLimits | None,
+    checks: Sequence[str],
+) -> tuple[SeedStats, list[bool]]:
+    if limits is None:
         try:
-            _execute(conn, sql)
-        except sqlite3.Error as exc:
-            failed.append(FailedStatement(stage=stage, table=table, sql=sql, error=str(exc)))  # type: ignore[arg-type]
-        if conn.in_transaction:  # a statement that opened a transaction must not hold it
-            conn.execute("COMMIT")
-    tables = [
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' "
-            "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            limits = SeedLimits.from_env()
+        except ValueError as exc:
+            raise SeedError(f"scenario {bundle.id!r}: {exc}", scenario=bundle.id) from exc
+    with private_folder(path) as folder:
+        box = run_seed_sql(
+            list(seed_statements(bundle)), folder,
+            foreign_keys=foreign_keys, limits=limits, to_file=path is not None, checks=checks,
         )
-    ]
-    rows = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
-    return SeedStats(
-        foreign_keys=foreign_keys,
-        tables=len(tables),
-        rows=rows,
-        statements=count,
-        failed=failed,
-        sqlite_version=sqlite3.sqlite_version,
-    )
+        if box.abort is not None:
+            raise SeedError(_stopped(bundle.id, box.abort, limits), scenario=bundle.id)
+        failed = [FailedStatement(**vars(f)) for f in box.failed]
+        stats = SeedStats(
+            foreign_keys=foreign_keys,
+            tables=len(box.rows),
+            rows=box.rows,
+            statements=box.statements,
+            failed=failed,
+            sqlite_version=box.sqlite_version,
+            bytes=box.bytes,
+            max_bytes=limits.max_bytes,
+        )
+        if strict and failed:
+            first = failed[0]
+            raise SeedError(
+                f"scenario {bundle.id!r}: {len(failed)} seed statement(s) failed; "
+                f"first: {first.stage} of table {first.table!r}: {first.error}: "
+                f"{_shorten(first.sql)}",
+                scenario=bundle.id,
+            )
+        if path is not None and box.db is not None:
+            os.replace(box.db, path)
+            stats.bytes = path.stat().st_size
+    return stats, box.checks
+
+
+def _stopped(scenario: str, abort: BoxAbort, limits: SeedLimits) -> str:
+    """One line: the scenario, why its seed SQL was stopped, where, and the setting to change."""
+    s = abort.statement
+    where = f" at {s.stage} of table {s.table!r}: {_shorten(s.sql)}" if s else ""
+    if abort.kind == "size":
+        return (f"scenario {scenario!r}: the seed database is over its size limit of "
+                f"{limits.max_bytes / MIB:g} MiB{where}; raise the limit with {MAX_MB_SETTING}=<MiB>")
+    if abort.kind == "deadline":
+        return (f"scenario {scenario!r}: seed SQL stopped: {abort.detail} (infinite recursive CTE?)"
+                f"{where}; raise the deadline with {DEADLINE_SETTING}=<seconds>")
+    return f"scenario {scenario!r}: seed SQL stopped: {abort.detail}{where}"
 
 
 def _shorten(sql: str, limit: int = 160) -> str:

@@ -2,21 +2,21 @@
 
 A problem is one sentence naming what is wrong and where (the table, the statement and its
 SQLite error; the endpoint; the line), written for the model that has to fix it. Nothing here
-executes generated Python: SQL runs in SQLite (foreign keys on), environment modules are only
-parsed (`awm.builder.catalog.routes`); running them is `awm.builder.synth.probe`'s job, and verifiers run in
-`awm_server.sandbox`.
+executes generated Python: SQL runs in SQLite (foreign keys on) in the limited child process of
+`awm.builder.catalog.sqlbox`, environment modules are only parsed (`awm.builder.catalog.routes`);
+running them is `awm.builder.synth.probe`'s job, and verifiers run in `awm_server.sandbox`.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import tempfile
 from pathlib import Path
 
 from awm.builder.catalog.models import ApiSpec, DbSchema, SampleData, ScenarioBundle, SeedStats
 from awm.builder.catalog.routes import read_routes
-from awm.builder.catalog.seed import build_seed
+from awm.builder.catalog.seed import build_seed, seed_checks
+from awm.core.errors import SeedError
 
 __all__ = [
     "HTTP_METHODS",
@@ -31,6 +31,7 @@ __all__ = [
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 CURRENT_USER_ID = 1
+_USER_CHECK = f"SELECT 1 FROM users WHERE id = {CURRENT_USER_ID}"  # run in the seed's sandbox
 
 _IDENT = r"[\"`\[]?(\w+)[\"`\]]?"
 _CREATE_TABLE = re.compile(rf"^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_IDENT}", re.I)
@@ -96,7 +97,10 @@ def schema_problems(scenario: str, schema: DbSchema) -> list[str]:
         for sql in table.indexes:
             if not _CREATE_INDEX.match(sql):
                 problems.append(f"index of table {table.name!r} is not a CREATE INDEX statement: {short_sql(sql)}")
-    stats = build_seed(seed_bundle(scenario, schema), None, foreign_keys=True)
+    try:
+        stats = build_seed(seed_bundle(scenario, schema), None, foreign_keys=True)
+    except SeedError as exc:  # past the seed's deadline or size limit
+        return [*problems, exc.message]
     return problems + _failures(stats)
 
 
@@ -119,26 +123,16 @@ def sample_problems(scenario: str, schema: DbSchema, sample: SampleData) -> tupl
                 problems.append(f"insert into unknown table {match.group(1)!r}: {short_sql(sql)}")
     if problems:  # running DROP or UPDATE statements is not worth it: fix the form first
         return problems, []
-    with tempfile.TemporaryDirectory(prefix="awm-gen-sample-") as tmp:
-        path = Path(tmp) / "seed.db"
-        stats = build_seed(seed_bundle(scenario, schema, sample), path, foreign_keys=True)
-        has_user = _user_exists(path)
+    try:
+        stats, (has_user,) = seed_checks(seed_bundle(scenario, schema, sample), [_USER_CHECK], foreign_keys=True)
+    except SeedError as exc:
+        return [exc.message], []
     problems += [p for p in _failures(stats) if not p.startswith(("ddl", "index", "example"))]
     if "users" in stats.rows and not has_user:
         problems.append(f"there is no user with id {CURRENT_USER_ID} in `users` (the signed-in user)")
     empty = sorted(t for t, n in stats.rows.items() if n == 0)
     notes = [f"tables left empty: {', '.join(empty)}"] if empty else []
     return problems, notes
-
-
-def _user_exists(path: Path) -> bool:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT 1 FROM users WHERE id = ?", (CURRENT_USER_ID,)).fetchone() is not None
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
 
 
 def spec_problems(spec: ApiSpec) -> list[str]:
