@@ -40,17 +40,21 @@ def _client(namespace: str) -> lightkube.Client:
 @k8s_app.command("render")
 @handle_errors
 def render(
-    refs: list[str] = typer.Argument(..., help="Dataset folders, scenario ids, or images (pinned ones: ...@sha256:...)."),
+    refs: list[str] = typer.Argument(..., help="Dataset folders, scenario ids, or images (pinned: ...@sha256:...)."),
     out_dir: Path = typer.Option(..., "--out", help="The kustomize folder to write."),
     registry: str | None = typer.Option(None, "--registry", help="Registry HOST[:PORT] the images were pushed to."),
     namespace: str = typer.Option("awm", "--namespace", help="Namespace of the objects."),
     warm: int = typer.Option(1, "--warm", help="Warm sandboxes per scenario (SandboxWarmPool replicas)."),
 ) -> None:
     """Write a SandboxTemplate + SandboxWarmPool per scenario, digest-pinned, and the pre-pull list."""
+    from awm.builder.catalog.loader import load_catalog
     from awm.runtime.k8s_manifests import render as render_folder
     from awm.runtime.k8s_manifests import resolve_images
 
-    scenarios = resolve_images(refs, registry=registry)
+    names: list[str] = []
+    for ref in refs:  # a dataset folder stands for its scenarios
+        names += sorted(load_catalog(Path(ref)).bundles) if Path(ref).is_dir() else [ref]
+    scenarios = resolve_images(names, registry=registry)
     written = render_folder(scenarios, out_dir, namespace=namespace, warm=warm)
     out.print(f"wrote {len(scenarios)} scenario(s), {len(written)} file(s) to {out_dir}; "
               f"`awm k8s apply {out_dir}` or `kubectl apply -k {out_dir}`", markup=False)

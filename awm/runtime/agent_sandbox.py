@@ -15,6 +15,7 @@ namespace's NetworkPolicy (only runner pods reach port 8000), and `Env.protectio
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import time
 import uuid
@@ -208,14 +209,12 @@ class AgentSandboxBackend:
     def stop(self, env_id: str) -> None:
         """Delete the claim: agent-sandbox deletes its sandbox and the warm pool makes a new one."""
         reaper.untrack(env_id)
-        try:
+        with contextlib.suppress(ApiError):
             self.api.call(
                 f"deleting claim {env_id}",
                 lambda: self.client.delete(SandboxClaim, env_id, namespace=self.namespace),
                 allow=(404,),
             )
-        except ApiError:
-            pass
 
     def logs(self, env_id: str, tail: int = 100) -> str:
         claim = self._claim(env_id)
@@ -273,7 +272,7 @@ class AgentSandboxBackend:
 
         def owned(lease: str) -> builtins.list[str]:
             claims = self.client.list(SandboxClaim, namespace=self.namespace,
-                                      labels=cast(dict[str, Any], {LABEL_LEASE: lease}))
+                                      labels={LABEL_LEASE: lease})
             return [c.metadata.name for c in claims if c.metadata and c.metadata.name]
 
         return collect_expired(self.api, self.lease.name, owned)

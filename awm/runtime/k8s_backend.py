@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import os
 import re
@@ -34,6 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal, TypeVar, cast
 
 import httpx
@@ -70,9 +72,9 @@ from awm.runtime.k8s_objects import (
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "Api",
     "AsyncKubernetesBackend",
     "KubernetesBackend",
-    "Api",
     "OwnerLease",
     "collect_expired",
     "prepare_models",
@@ -104,11 +106,15 @@ def prepare_models(*resources: type[Any]) -> None:
         for res in resources:
             if res not in _prepared:
                 decoders.decode_list(b'{"metadata": {}, "items": []}', res)
-                try:
+                # a model with required fields refuses {}: its decoder is built all the same
+                with contextlib.suppress(ValueError):
                     res.from_dict({})
-                except ValueError:  # a model with required fields: its decoder is built all the same
-                    pass
                 _prepared.add(res)
+
+
+def _selector(key: str, value: str) -> dict[str, Any]:
+    """A one-label selector, typed as lightkube's `labels=` wants it."""
+    return {key: value}
 
 
 def scenario_of(image: str) -> str:
@@ -221,7 +227,8 @@ class OwnerLease:
                 f"creating Lease {self.name}",
                 lambda: self.api.client.create(lease, namespace=self.api.namespace),
             )
-            assert created.metadata is not None and created.metadata.uid is not None
+            assert created.metadata is not None
+            assert created.metadata.uid is not None
             self.uid = created.metadata.uid
             threading.Thread(target=self._renew_loop, name=f"awm-lease-{self.name}", daemon=True).start()
             reaper.track(f"lease/{self.name}", self.release)
@@ -256,7 +263,7 @@ class OwnerLease:
         self._stop.set()
         if self.uid is None:
             return
-        try:
+        with contextlib.suppress(ApiError):
             self.api.call(
                 f"deleting Lease {self.name}",
                 lambda: self.api.client.delete(
@@ -264,8 +271,6 @@ class OwnerLease:
                 ),
                 allow=(404,),
             )
-        except ApiError:
-            pass
         self.uid = None
 
 
@@ -276,7 +281,7 @@ def collect_expired(api: Api, keep: str, owned: Callable[[str], list[str]]) -> l
     """
     leases = api.call(
         "listing owner Leases",
-        lambda: list(api.client.list(Lease, namespace=api.namespace, labels=cast(dict[str, Any], {LABEL_ROLE: ROLE_OWNER}))),
+        lambda: list(api.client.list(Lease, namespace=api.namespace, labels=_selector(LABEL_ROLE, ROLE_OWNER))),
     )
     now = _now()
     removed: list[str] = []
@@ -287,11 +292,11 @@ def collect_expired(api: Api, keep: str, owned: Callable[[str], list[str]]) -> l
         renewed = _parse_time(spec.renewTime) or _parse_time(spec.acquireTime)
         if renewed is not None and renewed + timedelta(seconds=spec.leaseDurationSeconds or 0) > now:
             continue
-        objects = api.call(f"listing what Lease {name} owns", lambda: owned(name))
+        objects = api.call(f"listing what Lease {name} owns", partial(owned, name))
         try:
             api.call(
                 f"deleting expired Lease {name}",
-                lambda: api.client.delete(Lease, name, namespace=api.namespace, cascade=CascadeType.BACKGROUND),
+                partial(api.client.delete, Lease, name, namespace=api.namespace, cascade=CascadeType.BACKGROUND),
                 allow=(404,),
             )
         except ApiError:
@@ -378,7 +383,7 @@ def _failure(pod: dict[str, Any]) -> tuple[type[AWMError], str] | None:
     status = pod.get("status") or {}
     phase = status.get("phase")
     for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
             return EnvStartTimeout, f"is unschedulable: {cond.get('message', '')}"
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
@@ -625,14 +630,12 @@ class KubernetesBackend:
         if forward is not None:
             forward.kill()
             forward.wait()
-        try:
+        with contextlib.suppress(ApiError):
             self.api.call(
                 f"deleting pod {env_id}",
                 lambda: self.client.delete(Pod, env_id, namespace=self.namespace, grace_period=1),
                 allow=(404,),
             )
-        except ApiError:
-            pass
 
     def logs(self, env_id: str, tail: int = 100) -> str:
         try:
@@ -703,7 +706,7 @@ class KubernetesBackend:
         Kubernetes' garbage collector removes the pods (and claims) an expired Lease owns.
         """
         def owned(lease: str) -> builtins.list[str]:
-            pods = self.client.list(Pod, namespace=self.namespace, labels=cast(dict[str, Any], {LABEL_LEASE: lease}))
+            pods = self.client.list(Pod, namespace=self.namespace, labels=_selector(LABEL_LEASE, lease))
             return [p.metadata.name for p in pods if p.metadata and p.metadata.name]
 
         return collect_expired(self.api, self.lease.name, owned)

@@ -15,6 +15,7 @@ import subprocess
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ from lightkube import codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Pod
 
-from awm.core.errors import BackendUnavailable, DatasetError, ImageNotFound, InvalidInput
+from awm.core.errors import BackendUnavailable, ImageNotFound, InvalidInput
 from awm.runtime.agent_sandbox import SandboxClaim, SandboxWarmPool
-from awm.runtime.k8s_backend import FIELD_MANAGER, Api
+from awm.runtime.k8s_backend import FIELD_MANAGER, Api, scenario_of
 from awm.runtime.k8s_objects import LABEL_ROLE, LABEL_SCENARIO, ROLE_ENV, dns_name, sandbox_template, sandbox_warm_pool
 
 __all__ = ["ScenarioImage", "apply_folder", "cluster_status", "render", "resolve_images"]
@@ -65,27 +66,18 @@ def _pinned(client: docker.DockerClient, scenario: str, registry: str | None) ->
 
 def resolve_images(refs: Sequence[str], *, registry: str | None = None,
                    client: docker.DockerClient | None = None) -> list[ScenarioImage]:
-    """Scenario images from dataset folders, scenario ids and image references.
+    """Scenario images from scenario ids and image references.
 
-    A reference pinned by `@sha256:` is taken as it is; everything else is looked up in the
-    local engine (`client`) as the scenario's current image.
+    A reference pinned by `@sha256:` is taken as it is; everything else names a scenario whose
+    current image is looked up in the local engine (`client`) and pinned.
     """
-    from awm.builder.catalog.loader import load_catalog
-
-    scenarios: list[str] = []
     out: list[ScenarioImage] = []
+    scenarios: list[str] = []
     for ref in refs:
         if "@sha256:" in ref:
-            from awm.runtime.k8s_backend import scenario_of
-
             out.append(ScenarioImage(scenario_of(ref), ref))
-        elif Path(ref).is_dir():
-            catalog = load_catalog(Path(ref))
-            if not catalog.bundles:
-                raise DatasetError(f"dataset {ref} has no scenarios")
-            scenarios += sorted(catalog.bundles)
         else:
-            scenarios.append(ref.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0])
+            scenarios.append(scenario_of(ref))
     if scenarios:
         if client is None:
             from awm.runtime.docker_backend import engine_client
@@ -154,7 +146,7 @@ def apply_folder(folder: Path, client: lightkube.Client, *, force: bool = False)
     applied = []
     for obj in objects:
         what = f"{obj.kind}/{obj.metadata.name if obj.metadata else '?'}"
-        api.call(f"applying {what}", lambda: client.apply(obj, field_manager=FIELD_MANAGER, force=force))
+        api.call(f"applying {what}", partial(client.apply, obj, field_manager=FIELD_MANAGER, force=force))
         applied.append(what)
     return applied
 

@@ -93,9 +93,7 @@ def pod_specs(obj: Obj) -> Iterator[Obj]:
         yield obj["spec"]["template"]["spec"]
     elif kind == "CronJob":
         yield obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    elif kind == "SandboxTemplate":
-        yield obj["spec"]["podTemplate"]["spec"]
-    elif kind == "Sandbox":
+    elif kind == "SandboxTemplate" or kind == "Sandbox":
         yield obj["spec"]["podTemplate"]["spec"]
 
 
@@ -153,4 +151,5 @@ def egress_violations(objects: list[Obj], env_labels: dict[str, str]) -> list[st
     policies = [o for o in objects if o["kind"] == "NetworkPolicy" and _selects(o["spec"]["podSelector"], env_labels)]
     if not any("Egress" in (p["spec"].get("policyTypes") or []) for p in policies):
         return ["no NetworkPolicy selecting environment pods restricts egress"]
-    return [f"{p['metadata']['name']} allows egress: {p['spec']['egress']}" for p in policies if p["spec"].get("egress")]
+    opened = [p for p in policies if p["spec"].get("egress")]
+    return [f"{p['metadata']['name']} allows egress: {p['spec']['egress']}" for p in opened]

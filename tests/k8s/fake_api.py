@@ -30,7 +30,7 @@ import httpx2
 import lightkube
 from lightkube.config.kubeconfig import KubeConfig
 
-__all__ = ["Fault", "FakeKube", "Hook"]
+__all__ = ["FakeKube", "Fault", "Hook"]
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]  # group/version, plural, namespace ("" when cluster-scoped), name
@@ -242,8 +242,8 @@ class FakeKube:
         self.requests.append((method, str(request.url)))
         fault = self._fault(method, path)
         if fault is not None and fault.status:
-            response = _status(fault.status, {409: "Conflict", 429: "TooManyRequests"}.get(fault.status, "InternalError"),
-                               f"injected {fault.status}")
+            reason = {409: "Conflict", 429: "TooManyRequests"}.get(fault.status, "InternalError")
+            response = _status(fault.status, reason, f"injected {fault.status}")
             if fault.retry_after is not None:
                 response.headers["Retry-After"] = fault.retry_after
             return response

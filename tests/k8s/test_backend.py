@@ -41,11 +41,12 @@ def pod_names(fake: FakeKube) -> list[str]:
 
 
 def test_start_creates_one_hardened_pod_owned_by_the_lease(fake: FakeKube, backend: KubernetesBackend) -> None:
-    env = backend.start(IMAGE, labels={"team": "rl fleet/α"})
+    env = backend.start(IMAGE, labels={"team": "rl fleet/\u00e9"})
     [pod] = fake.list_objects("pods")
     [lease] = fake.list_objects("leases")
     meta = pod["metadata"]
-    assert meta["name"] == env.id and len(env.id) <= 63
+    assert meta["name"] == env.id
+    assert len(env.id) <= 63
     assert meta["labels"][LABEL_SCENARIO] == "pantrypal_recipe_planner" == env.scenario
     assert meta["labels"][LABEL_LEASE] == lease["metadata"]["name"]
     assert meta["labels"][LABEL_RUN_ID] == backend.run_id
@@ -65,9 +66,11 @@ def test_start_creates_one_hardened_pod_owned_by_the_lease(fake: FakeKube, backe
     }
     # the pod holds the hash of its own random token; the handle keeps the token
     env_vars = {e["name"]: e["value"] for e in container["env"]}
-    assert env.token and env_vars == {tokens.TOKEN_HASH_VAR: tokens.token_hash(env.token)}
+    assert env.token
+    assert env_vars == {tokens.TOKEN_HASH_VAR: tokens.token_hash(env.token)}
     assert env.token not in str(pod)
-    assert env.protections == frozenset({Protection.TOKEN}) and env.isolation is Isolation.SEALED
+    assert env.protections == frozenset({Protection.TOKEN})
+    assert env.isolation is Isolation.SEALED
     assert env.healthy()
 
     [record] = backend.list()
@@ -76,7 +79,8 @@ def test_start_creates_one_hardened_pod_owned_by_the_lease(fake: FakeKube, backe
     assert backend.logs(env.id) == f"serving {IMAGE}\nready\n"
     assert backend.is_running(env.id)
     env.stop()
-    assert pod_names(fake) == [] and backend.state(env.id) == "removed"
+    assert pod_names(fake) == []
+    assert backend.state(env.id) == "removed"
     backend.stop(env.id)  # a missing pod is not an error
     assert backend.logs(env.id) == ""
 
@@ -84,7 +88,8 @@ def test_start_creates_one_hardened_pod_owned_by_the_lease(fake: FakeKube, backe
 def test_each_environment_gets_its_own_token(backend: KubernetesBackend, fake: FakeKube) -> None:
     a, b = backend.start(IMAGE), backend.start(IMAGE)
     hashes = {p["spec"]["containers"][0]["env"][0]["value"] for p in fake.list_objects("pods")}
-    assert a.token != b.token and len(hashes) == 2
+    assert a.token != b.token
+    assert len(hashes) == 2
 
 
 def test_the_namespace_pod_template_wins_over_the_built_in_one(fake: FakeKube, env_server: int) -> None:
@@ -147,7 +152,9 @@ def test_a_start_that_cannot_succeed_fails_fast_with_the_reason_and_events(
     with pytest.raises(error) as info:  # the start timeout is a minute: failing needs no timeout
         backend.start(image)
     message = str(info.value)
-    assert reason in message and event in message and image in message
+    assert reason in message
+    assert event in message
+    assert image in message
     assert info.value.scenario == scenario_of(image)  # type: ignore[attr-defined]
     if "crashing" in image:
         assert "RuntimeError: broken module" in message  # the pod's last log lines
@@ -155,7 +162,7 @@ def test_a_start_that_cannot_succeed_fails_fast_with_the_reason_and_events(
 
 
 def test_a_pod_that_never_answers_times_out_and_is_deleted(fake: FakeKube, backend: KubernetesBackend) -> None:
-    with pytest.raises(EnvStartTimeout, match="did not answer within 0.3s"):
+    with pytest.raises(EnvStartTimeout, match=r"did not answer within 0\.3s"):
         backend.start("registry.example.com/awm/hanging:1", timeouts=Timeouts(start_s=0.3))
     assert pod_names(fake) == []
 
@@ -217,7 +224,8 @@ def test_closing_the_backend_removes_its_pods_through_the_lease(fake: FakeKube, 
     backend.start(IMAGE)
     backend.start(IMAGE)
     backend.close()
-    assert pod_names(fake) == [] and fake.list_objects("leases") == []
+    assert pod_names(fake) == []
+    assert fake.list_objects("leases") == []
 
 
 def test_list_filters_by_run_and_owner(fake: FakeKube, backend: KubernetesBackend) -> None:
@@ -226,7 +234,8 @@ def test_list_filters_by_run_and_owner(fake: FakeKube, backend: KubernetesBacken
     assert [r.id for r in backend.list(run_id="run-a")] == [mine.id]
     assert len(backend.list(all_owners=False)) == 2
     fake.update("pods", mine.id, {"metadata": {"annotations": {ANNOTATION_OWNER: "elsewhere:1:1"}}})
-    assert len(backend.list(all_owners=False)) == 1 and len(backend.list()) == 2
+    assert len(backend.list(all_owners=False)) == 1
+    assert len(backend.list()) == 2
     assert all(p["metadata"]["labels"][LABEL_ROLE] == "env" for p in fake.list_objects("pods"))
 
 

@@ -51,7 +51,8 @@ def check_all(objects: list[dict[str, object]], crds: Path) -> None:
     for obj in objects:
         validate(obj, crds)  # type: ignore[arg-type]
         name = obj["metadata"]["name"]  # type: ignore[index]
-        assert DNS_1123.match(name) and len(name) <= 63, name
+        assert DNS_1123.match(name), name
+        assert len(name) <= 63, name
         for spec in pod_specs(obj):  # type: ignore[arg-type]
             assert restricted_violations(spec) == [], (obj["kind"], name)
 
@@ -82,20 +83,24 @@ def test_the_environment_pod_is_hardened_as_the_issue_asks() -> None:
     [c] = spec["containers"]
     sc = c["securityContext"]
     assert (sc["runAsUser"], sc["readOnlyRootFilesystem"], sc["allowPrivilegeEscalation"]) == (10001, True, False)
-    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert spec["automountServiceAccountToken"] is False and spec["activeDeadlineSeconds"] > 0
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["activeDeadlineSeconds"] > 0
     assert {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}} in spec["volumes"]
     assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     for probe in ("startupProbe", "readinessProbe"):
         assert c[probe]["httpGet"] == {"path": "/_awm/health", "port": "http"}
-    assert c["resources"]["requests"] and c["resources"]["limits"]
+    assert c["resources"]["requests"]
+    assert c["resources"]["limits"]
 
 
 def test_the_runner_role_grants_what_the_backends_use() -> None:
     [role] = [o for o in kustomize(K8S) if o["kind"] == "Role"]
     grants = {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
     for verb in ("create", "get", "list", "watch", "delete"):
-        assert ("pods", verb) in grants and ("sandboxclaims", verb) in grants
+        assert ("pods", verb) in grants
+        assert ("sandboxclaims", verb) in grants
     assert {("pods/log", "get"), ("podtemplates", "get"), ("leases", "create"), ("leases", "patch"),
             ("leases", "delete"), ("sandboxes", "get")} <= grants
     assert not any(verb in ("*", "escalate", "bind", "impersonate") for _, verb in grants)
@@ -116,7 +121,8 @@ def test_the_production_overlay_pulls_from_the_registry_onto_spot_nodes() -> Non
     [template] = [o for o in objects if o["kind"] == "PodTemplate"]
     spec = template["template"]["spec"]
     assert spec["containers"][0]["image"].startswith("registry.example.com/awm/base")
-    assert any(t.get("value") == "spot" for t in spec["tolerations"]) and spec["runtimeClassName"] == "gvisor"
+    assert any(t.get("value") == "spot" for t in spec["tolerations"])
+    assert spec["runtimeClassName"] == "gvisor"
 
 
 # -- the checks themselves catch what they are for ------------------------------------------
@@ -164,7 +170,8 @@ def test_strict_validation_rejects_unknown_fields(crds: Path) -> None:
     pod["spec"]["containers"][0]["securityContex"] = {}  # a typo the API server would prune silently
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(pod, "1.25.0", strict=True)
-    claim = sandbox_claim("c", "x", labels={}, annotations={}, owner_references=[], shutdown_time="2030-01-01T00:00:00Z")
+    claim = sandbox_claim("c", "x", labels={}, annotations={}, owner_references=[],
+                          shutdown_time="2030-01-01T00:00:00Z")
     claim["spec"]["warmPool"] = {"name": "x"}
     with pytest.raises(jsonschema.ValidationError):
         validate_sandbox(claim, crds)
@@ -195,7 +202,8 @@ def test_render_pinned_images_builds_valid_sandbox_objects(tmp_path: Path, crds:
     [prepull] = by_kind["ConfigMap"]
     assert prepull["data"]["prepull.txt"].splitlines() == sorted(s.image for s in scenarios)  # type: ignore[index]
     names = [o["metadata"]["name"] for o in by_kind["SandboxTemplate"]]  # type: ignore[index]
-    assert all(len(n) <= 63 for n in names) and len(set(names)) == 2
+    assert all(len(n) <= 63 for n in names)
+    assert len(set(names)) == 2
 
 
 def test_render_refuses_clashing_names_and_nothing(tmp_path: Path) -> None:
@@ -208,10 +216,13 @@ def test_render_refuses_clashing_names_and_nothing(tmp_path: Path) -> None:
 def test_names_and_label_values_stay_valid() -> None:
     assert dns_name("awm", "Some_Scenario") == "awm-some-scenario"
     long = dns_name("awm", "x" * 100)
-    assert len(long) == 63 and DNS_1123.match(long) and long != dns_name("awm", "x" * 101)
-    for value in ("host.example.com:123:456", "a" * 80, "-leading", "ok_value", "rl fleet/α"):
+    assert len(long) == 63
+    assert DNS_1123.match(long)
+    assert long != dns_name("awm", "x" * 101)
+    for value in ("host.example.com:123:456", "a" * 80, "-leading", "ok_value", "rl fleet/\u00e9"):
         v = label_value(value)
-        assert len(v) <= 63 and re.match(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", v), v
+        assert len(v) <= 63, v
+        assert re.match(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$", v), v
     assert label_value("ok_value") == "ok_value"
 
 
@@ -229,4 +240,5 @@ def test_render_examples_from_the_engine(tmp_path: Path, crds: Path, images: dic
     for t in templates:
         image = t["spec"]["podTemplate"]["spec"]["containers"][0]["image"]
         scenario = t["metadata"]["labels"]["awm.io/scenario"]
-        assert image == images[scenario] and not image.endswith(":latest")  # pinned by build digest
+        assert image == images[scenario]
+        assert not image.endswith(":latest")
