@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from awm.core.cli import handle_errors
-from awm.runtime.base import EnvRecord, Isolation, StartOptions
+from awm.runtime import tokens
+from awm.runtime.base import EnvRecord, Isolation, Protection, StartOptions
 from awm.runtime.client import EnvClient, list_mcp_tools
 from awm.runtime.docker_backend import DockerBackend
 from awm.core.errors import ScenarioNotFound
@@ -42,27 +43,34 @@ def _find(backend: DockerBackend, ref: str) -> EnvRecord:
 
 
 def _client(record: EnvRecord, token: str | None) -> EnvClient:
+    """A client of `record`, with the given token, else the one kept when it was started."""
     if record.base_url is None:
         raise ScenarioNotFound(f"environment {record.name} has no reachable address (status {record.status})")
-    return EnvClient(record.base_url, token=token)
+    return EnvClient(record.base_url, token=token or tokens.load(record.id))
 
 
 def _print(data: Any) -> None:
     out.print(json.dumps(data, indent=2), markup=False)
 
 
-TOKEN = typer.Option(None, "--token", envvar="AWM_CONTROL_TOKEN", help="Control-plane token, if the env has one.")
+TOKEN = typer.Option(None, "--token", envvar="AWM_CONTROL_TOKEN",
+                     help="Control-plane token (default: the one kept when `awm env start` made it).")
 
 
 @env_app.command("start")
 @handle_errors
 def start(
     image: str = typer.Argument(..., help="Image, or scenario id (awm/<id>:latest)."),
-    port: int | None = typer.Option(None, "--port", help="Publish on 127.0.0.1:PORT (outbound network allowed)."),
-    token: str | None = TOKEN,
+    port: int | None = typer.Option(None, "--port", help="Publish on 127.0.0.1:PORT (a route out unless guarded)."),
+    token: str | None = typer.Option(None, "--token", envvar="AWM_CONTROL_TOKEN",
+                                     help="Control-plane token (default: a random one, kept for later commands)."),
     memory: str = typer.Option("512m", help="Memory limit."),
 ) -> None:
-    """Start an environment that stays up until `awm env stop` (it has no owning process)."""
+    """Start an environment that stays up until `awm env stop` (it has no owning process).
+
+    Its control token is kept in a file only you can read (see `awm.runtime.tokens`), so
+    `awm env reset/verify NAME` need no --token.
+    """
     from awm.runtime.base import Resources
 
     backend = DockerBackend()
@@ -75,7 +83,11 @@ def start(
     )
     env = backend.start(_image(image), options)
     out.print(f"{env.name}\n  MCP:      {env.mcp_url}\n  control:  {env.base_url}/_awm/\n"
-              f"  network:  {env.isolation.value}")
+              f"  network:  {env.isolation.value}\n  protections: {', '.join(sorted(env.protections))}")
+    if Protection.EGRESS_GUARD not in env.protections:
+        out.print("  warning: no egress guard (it needs root on the engine's host): the environment can open "
+                  "connections to " + ("the host" if Protection.INTERNAL_NETWORK in env.protections
+                                       else "the host and beyond"))
 
 
 @env_app.command("ls")
@@ -84,13 +96,14 @@ def ls(as_json: bool = typer.Option(False, "--json")) -> None:
     """List environment containers of every owner."""
     records = DockerBackend().list()
     if as_json:
-        _print([vars(r) for r in records])
+        _print([{**vars(r), "protections": sorted(r.protections)} for r in records])
         return
     table = Table()
-    for col in ("name", "scenario", "status", "run id", "owner", "url"):
+    for col in ("name", "scenario", "status", "run id", "owner", "url", "isolation", "protections"):
         table.add_column(col)
     for r in records:
-        table.add_row(r.name, r.scenario or "-", r.status, r.run_id or "-", r.owner or "-", r.base_url or "-")
+        table.add_row(r.name, r.scenario or "-", r.status, r.run_id or "-", r.owner or "-", r.base_url or "-",
+                      r.isolation or "-", ", ".join(sorted(r.protections)) or "-")
     Console(width=220).print(table)
 
 

@@ -3,11 +3,15 @@
 Ports are assigned by the engine (or the container's own address is used), never probed. A
 start that fails removes its container and raises an error carrying the container's last log
 lines. Containers carry the labels of `awm.core.labels`; see `awm.runtime.base.Isolation` for the
-network modes. The egress guard of SEALED is a set of iptables rules in the container's own
-network namespace, installed with `nsenter` before any environment code runs (the server
-waits for a signal that the runtime sends once the guard is in place). Installing it needs root
-on the engine's host; without, the environment runs on the internal network only, with a
-warning, and `Env.isolation` says so.
+network modes and `Protection` for what each stops. Environments share two bridge networks
+with inter-container traffic off (`awm-internal`, internal; `awm-published`, with a route out),
+so none reaches another; one network per environment would exhaust the engine's address pools
+(about 30 networks by default). The egress guard (SEALED, and PUBLISHED where possible) is a
+set of iptables rules in the container's own network namespace, installed with `nsenter` before
+any environment code runs (the server waits for a signal that the runtime sends once the guard
+is in place). Installing it needs root on the engine's host; without, a warning says so and
+`Env.isolation`/`Env.protections` say what the environment got. Every environment gets its own
+random control token; the container holds only its hash (see `awm.runtime.tokens`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import docker.errors
 import httpx
 from docker.models.containers import Container
 
-from awm.runtime import reaper
-from awm.runtime.base import EnvRecord, Isolation, Resources, StartOptions
+from awm.runtime import reaper, tokens
+from awm.runtime.base import EnvRecord, Isolation, Protection, Protections, Resources, StartOptions
 from awm.runtime.env import Env
 from awm.core.errors import BackendUnavailable, EnvStartTimeout, ImageNotFound
 from awm.core.labels import (
@@ -41,12 +45,26 @@ from awm.core.labels import (
     owner_labels,
 )
 
-__all__ = ["ISOLATED_NETWORK", "DockerBackend", "engine_client", "remove_orphans", "sandbox_options"]
+__all__ = [
+    "INTERNAL_NETWORK",
+    "LABEL_ISOLATION",
+    "LABEL_PROTECTIONS",
+    "PUBLISHED_NETWORK",
+    "DockerBackend",
+    "engine_client",
+    "isolation_network",
+    "remove_orphans",
+    "sandbox_options",
+]
 
 log = logging.getLogger("awm")
 
 SERVER_PORT = 8000
-ISOLATED_NETWORK = "awm-isolated"
+INTERNAL_NETWORK = "awm-internal"  # SEALED and INTERNAL
+PUBLISHED_NETWORK = "awm-published"  # PUBLISHED
+_NO_ICC = "com.docker.network.bridge.enable_icc"  # "false": no traffic between its containers
+LABEL_ISOLATION = "awm.isolation"  # the mode it got
+LABEL_PROTECTIONS = "awm.protections"  # what it got, comma-separated `Protection` values
 
 # Rejects every connection the environment opens (to the host and other environments too);
 # replies on connections opened *to* it, and loopback, still flow.
@@ -105,6 +123,36 @@ def sandbox_options(resources: Resources | None = None, *, network: bool = True)
     return options
 
 
+def isolation_network(client: docker.DockerClient, isolation: Isolation) -> str:
+    """The shared network of `isolation`, made on first use; checked to keep neighbours apart.
+
+    Raises:
+        BackendUnavailable: a network of that name exists without those settings.
+    """
+    internal = isolation is not Isolation.PUBLISHED
+    name = INTERNAL_NETWORK if internal else PUBLISHED_NETWORK
+    try:
+        network = client.networks.get(name)
+    except docker.errors.NotFound:
+        try:
+            network = client.networks.create(
+                name, driver="bridge", internal=internal, options={_NO_ICC: "false"},
+                labels={"awm.network": name}, check_duplicate=True,
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: another process made it first
+                raise
+            network = client.networks.get(name)
+    attrs = network.attrs
+    if bool(attrs.get("Internal")) is not internal or (attrs.get("Options") or {}).get(_NO_ICC) != "false":
+        raise BackendUnavailable(
+            f"the Docker network {name} exists without the settings that keep environments apart "
+            f"(internal={str(internal).lower()}, {_NO_ICC}=false); remove it with `docker network rm {name}` "
+            "once no container uses it, and start again (it is made anew)"
+        )
+    return name
+
+
 def remove_orphans(
     client: docker.DockerClient,
     labels: list[str] | None = None,
@@ -149,6 +197,7 @@ class DockerBackend:
     def __init__(self, client: docker.DockerClient | None = None, *, run_id: str | None = None) -> None:
         self.client = client or engine_client()
         self.run_id = run_id or new_run_id()
+        self._checked_networks: set[str] = set()
 
     # -- starting -------------------------------------------------------------------------
 
@@ -164,7 +213,8 @@ class DockerBackend:
             ImageNotFound: the image is not in the engine.
             EnvStartTimeout: the server did not answer in time or the container exited; the
                 container is removed and its last log lines are in the message.
-            BackendUnavailable: SEALED isolation cannot be set up on this engine.
+            BackendUnavailable: the egress guard failed to install where it should have.
+            ValueError: `env` holds AWM_CONTROL_TOKEN (pass `control_token` instead).
         """
         opts = replace(options or StartOptions(), **overrides)
         user_labels = check_user_labels(opts.labels)
@@ -175,17 +225,24 @@ class DockerBackend:
             raise ImageNotFound(
                 f"image {image} not found; build it with `awm build DATASET --only {guess}`", image=image
             ) from exc
-        labels = {**user_labels, **owner_labels(opts.run_id or self.run_id, scenario, detached=opts.detached)}
-        environment = dict(opts.env)
-        if opts.control_token:
-            environment["AWM_CONTROL_TOKEN"] = opts.control_token
-        if opts.isolation is Isolation.SEALED:
+        if "AWM_CONTROL_TOKEN" in opts.env:
+            raise ValueError("pass the token as control_token=..., not in env: the container gets only its hash")
+        token = opts.control_token or tokens.new_token()
+        guard = self._guard_planned(opts, image)
+        isolation = Isolation.INTERNAL if opts.isolation is Isolation.SEALED and not guard else opts.isolation
+        protections = _protections(isolation, guard)
+        labels = {
+            **user_labels,
+            **owner_labels(opts.run_id or self.run_id, scenario, detached=opts.detached),
+            LABEL_ISOLATION: isolation.value,
+            LABEL_PROTECTIONS: ",".join(sorted(protections)),
+        }
+        environment = {**opts.env, tokens.TOKEN_HASH_VAR: tokens.token_hash(token)}
+        if guard:
             environment["AWM_AWAIT_SEAL"] = "1"
-        network: dict[str, Any]
-        if opts.isolation is Isolation.PUBLISHED:
-            network = {"ports": {f"{SERVER_PORT}/tcp": ("127.0.0.1", opts.host_port)}}
-        else:
-            network = {"network": self._isolated_network()}
+        network: dict[str, Any] = {"network": self._network(isolation)}
+        if isolation is Isolation.PUBLISHED:
+            network["ports"] = {f"{SERVER_PORT}/tcp": ("127.0.0.1", opts.host_port)}
         name = f"awm-{scenario or 'env'}-{uuid.uuid4().hex[:10]}"
         try:
             container: Container = self.client.containers.run(
@@ -201,11 +258,12 @@ class DockerBackend:
             raise BackendUnavailable(f"could not start {image}: {exc.explanation or exc}", image=image) from exc
         if not opts.detached:
             reaper.track(container.id, lambda: self.stop(container.id))
-        isolation = opts.isolation
         try:
-            if isolation is Isolation.SEALED and not self._seal(container, image):
-                isolation = Isolation.INTERNAL
-            base_url = self._wait_ready(container, image, opts)
+            if opts.detached:  # later `awm env reset/verify NAME` commands need the token
+                tokens.save(str(container.id), token)
+            if guard:
+                self._seal(container, image)
+            base_url = self._wait_ready(container, image, opts, awaits_seal=guard)
         except BaseException:
             self.stop(container.id)
             raise
@@ -216,66 +274,61 @@ class DockerBackend:
             image=image,
             scenario=scenario,
             base_url=base_url,
-            token=opts.control_token,
+            token=token,
             request_timeout_s=opts.timeouts.request_s,
             isolation=isolation,
+            protections=protections,
         )
 
-    def _isolated_network(self) -> str:
-        try:
-            self.client.networks.get(ISOLATED_NETWORK)
-        except docker.errors.NotFound:
-            try:
-                self.client.networks.create(
-                    ISOLATED_NETWORK, driver="bridge", internal=True, labels={"awm.network": "isolated"}
-                )
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # another process made it first
-                    raise
-        return ISOLATED_NETWORK
+    def _network(self, isolation: Isolation) -> str:
+        name = INTERNAL_NETWORK if isolation is not Isolation.PUBLISHED else PUBLISHED_NETWORK
+        if name not in self._checked_networks:
+            isolation_network(self.client, isolation)
+            self._checked_networks.add(name)
+        return name
+
+    def _guard_planned(self, opts: StartOptions, image: str) -> bool:
+        """Whether to install the egress guard; warns when the mode wants one that cannot be had."""
+        if opts.isolation is Isolation.INTERNAL or not opts.egress_guard:
+            return False
+        if self.can_seal():
+            return True
+        consequence = (
+            "it runs as INTERNAL: the host's own addresses stay reachable from it"
+            if opts.isolation is Isolation.SEALED
+            else "it is published with a route out: it can open connections beyond this host"
+        )
+        log.warning(
+            "%s: no egress guard (installing it needs root on the engine's host, nsenter and "
+            "iptables-restore); %s. Other environments stay unreachable.", image, consequence,
+        )
+        return False
 
     def can_seal(self) -> bool:
         """Whether the egress guard can be installed: root, a local engine, nsenter, iptables."""
         local = str(self.client.api.base_url).startswith("http+docker://")  # the unix socket
         return local and os.geteuid() == 0 and all(shutil.which(t) for t in ("nsenter", "iptables-restore"))
 
-    def _seal(self, container: Container, image: str) -> bool:
-        """Install the egress guard in the container's network namespace; False if impossible."""
-        if not self.can_seal():
-            log.warning(
-                "%s: the egress guard needs root on the engine's host (nsenter, iptables); "
-                "running with the internal network only (the host's addresses stay reachable)",
-                image,
-            )
-            return False
+    def _seal(self, container: Container, image: str) -> None:
+        """Install the egress guard in the container's network namespace (`can_seal` said yes)."""
         container.reload()
         pid = container.attrs["State"]["Pid"]
         if not pid:
-            return False  # it already exited; _wait_ready reports why
+            return  # it already exited; _wait_ready reports why
         cmd = ["nsenter", f"--target={pid}", "--net", "iptables-restore"]
         proc = subprocess.run(cmd, input=_GUARD_RULES, capture_output=True, text=True, timeout=30)
         if proc.returncode != 0:
             raise BackendUnavailable(
                 f"cannot seal {image}: iptables-restore in its network namespace failed: "
-                f"{proc.stderr.strip()}; start with isolation=Isolation.INTERNAL to run without it",
+                f"{proc.stderr.strip()}; start with egress_guard=False to run without it",
                 image=image,
                 container_id=container.id,
             )
-        return True
 
-    def _base_url(self, container: Container, opts: StartOptions) -> str | None:
-        settings = container.attrs["NetworkSettings"]
-        if opts.isolation is Isolation.PUBLISHED:
-            bindings = (settings.get("Ports") or {}).get(f"{SERVER_PORT}/tcp")
-            return f"http://127.0.0.1:{bindings[0]['HostPort']}" if bindings else None
-        ip = (settings.get("Networks") or {}).get(ISOLATED_NETWORK, {}).get("IPAddress")
-        return f"http://{ip}:{SERVER_PORT}" if ip else None
-
-    def _wait_ready(self, container: Container, image: str, opts: StartOptions) -> str:
+    def _wait_ready(self, container: Container, image: str, opts: StartOptions, *, awaits_seal: bool) -> str:
         timeout_s = opts.timeouts.start_s
         deadline = time.monotonic() + timeout_s
         base_url = None
-        sealed = opts.isolation is Isolation.SEALED
         with httpx.Client(timeout=2.0, verify=False) as http:  # plain http to the container
             polls = 0
             while time.monotonic() < deadline:
@@ -285,8 +338,8 @@ class DockerBackend:
                     container.reload()
                     if container.status in ("exited", "dead"):
                         break
-                    base_url = base_url or self._base_url(container, opts)
-                if sealed and polls % 10 == 0:
+                    base_url = base_url or _url(container.attrs["NetworkSettings"])
+                if awaits_seal and polls % 10 == 0:
                     # The guard is in place: let the server go on. It queues the signal from its
                     # first milliseconds; the repeats cover one sent before that (and are ignored).
                     try:
@@ -321,6 +374,7 @@ class DockerBackend:
 
     def stop(self, env_id: str) -> None:
         reaper.untrack(env_id)
+        tokens.forget(env_id)
         try:
             self.client.api.remove_container(env_id, force=True)
         except docker.errors.NotFound:
@@ -354,13 +408,6 @@ class DockerBackend:
             labels = c.labels or {}
             if not all_owners and labels.get(LABEL_OWNER) != me:
                 continue
-            settings = c.attrs.get("NetworkSettings") or {}
-            ip = (settings.get("Networks") or {}).get(ISOLATED_NETWORK, {}).get("IPAddress")
-            bindings = (settings.get("Ports") or {}).get(f"{SERVER_PORT}/tcp")
-            url = (
-                f"http://{ip}:{SERVER_PORT}" if ip
-                else f"http://127.0.0.1:{bindings[0]['HostPort']}" if bindings else None
-            )
             out.append(
                 EnvRecord(
                     id=c.id,
@@ -370,11 +417,48 @@ class DockerBackend:
                     status=c.status,
                     run_id=labels.get(LABEL_RUN_ID),
                     owner=labels.get(LABEL_OWNER),
-                    base_url=url,
+                    base_url=_url(c.attrs.get("NetworkSettings") or {}),
+                    isolation=_isolation_of(labels),
+                    protections=_protections_of(labels),
                 )
             )
         return out
 
     def gc(self) -> list[str]:
         """Remove environments of this host whose owning process is gone; return their ids."""
-        return remove_orphans(self.client, [LABEL_RUN_ID])
+        removed = remove_orphans(self.client, [LABEL_RUN_ID])
+        kept = tokens.saved()  # listed first: a token is saved only once its container exists
+        live = {c.id for c in self.client.containers.list(all=True, filters={"label": LABEL_RUN_ID})}
+        for env_id in kept - live:
+            tokens.forget(env_id)
+        return removed
+
+
+def _protections(isolation: Isolation, guard: bool) -> Protections:
+    got = {Protection.NO_NEIGHBOURS, Protection.TOKEN}
+    if isolation is not Isolation.PUBLISHED:
+        got.add(Protection.INTERNAL_NETWORK)
+    if guard:
+        got.add(Protection.EGRESS_GUARD)
+    return frozenset(got)
+
+
+def _url(settings: dict[str, Any]) -> str | None:
+    """Where the host reaches the server: the published port, else the internal network's address."""
+    bindings = (settings.get("Ports") or {}).get(f"{SERVER_PORT}/tcp")
+    if bindings:
+        return f"http://127.0.0.1:{bindings[0]['HostPort']}"
+    ip = ((settings.get("Networks") or {}).get(INTERNAL_NETWORK) or {}).get("IPAddress")
+    return f"http://{ip}:{SERVER_PORT}" if ip else None
+
+
+def _isolation_of(labels: dict[str, str]) -> Isolation | None:
+    try:
+        return Isolation(labels.get(LABEL_ISOLATION, ""))
+    except ValueError:
+        return None  # started by an older version
+
+
+def _protections_of(labels: dict[str, str]) -> Protections:
+    known = {p.value for p in Protection}
+    return frozenset(Protection(v) for v in labels.get(LABEL_PROTECTIONS, "").split(",") if v in known)

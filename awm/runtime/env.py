@@ -7,9 +7,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from awm.runtime.base import Isolation
-from awm.runtime.client import AsyncEnvClient, EnvClient
 from awm.core.errors import EnvUnavailable
+from awm.runtime.base import Isolation, Protections
+from awm.runtime.client import AsyncEnvClient, EnvClient
 
 if TYPE_CHECKING:
     from awm.runtime.base import Backend
@@ -26,6 +26,8 @@ class Env:
     """A running environment: `mcp_url` for the agent, and reset/verify/snapshot/logs/stop.
 
     The sync methods block; `aclient` is the async client of the same server, for trainers.
+    `token` is its control plane's bearer token (the container holds only its hash);
+    `isolation` and `protections` say what the environment really got.
     A request to an environment that stopped answering raises `EnvUnavailable` naming it and
     the state its container or pod is in.
 
@@ -47,6 +49,7 @@ class Env:
         token: str | None = None,
         request_timeout_s: float = 60.0,
         isolation: Isolation = Isolation.PUBLISHED,
+        protections: Protections = frozenset(),
     ) -> None:
         self.backend = backend
         self.id = env_id
@@ -57,6 +60,7 @@ class Env:
         self.token = token
         self.state = EnvState.RUNNING
         self.isolation = isolation  # what it really got (SEALED can fall back to INTERNAL)
+        self.protections = protections  # exactly what stops it (see `Protection`)
         self.client = EnvClient(base_url, token=token, timeout_s=request_timeout_s)
         self._request_timeout_s = request_timeout_s
         self._aclient: AsyncEnvClient | None = None

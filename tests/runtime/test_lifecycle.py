@@ -145,8 +145,8 @@ def test_sealed_environment_cannot_connect_out_but_host_reaches_it(
         assert env.client.call_tool("list_parks", {}).is_error is False  # the host reaches MCP
         container = docker_client.containers.get(env.id)
         network = container.attrs["NetworkSettings"]["Networks"]
-        assert list(network) == ["awm-isolated"]
-        gateway = network["awm-isolated"]["Gateway"]
+        assert list(network) == ["awm-internal"]
+        gateway = network["awm-internal"]["Gateway"]
         neighbour_ip = neighbour.base_url.split("//")[1].split(":")[0]
         # The host's own addresses, including the one the default bridge gives it, and another
         # environment: all refused, and the host's listener saw nothing.
