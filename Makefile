@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup docker clean
+.PHONY: demo test setup docker clean k8s-live
 
 $(BIN)/awm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: setup docker
 
 test: setup docker
 	$(BIN)/pytest
+
+# Opt-in, for a person with a cluster (never CI): see tests/k8s/test_live.py for the setup.
+k8s-live: setup
+	AWM_K8S_LIVE=1 $(BIN)/pytest -p no:cacheprovider -m k8s tests/k8s/test_live.py
 
 clean:
 	rm -rf $(VENV) .awm build
