@@ -80,6 +80,11 @@ class ResponseCache:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    def forget(self, key: str) -> None:
+        """Drop the entry of `key` (a reply that led to a failure is not replayed on a rerun)."""
+        if self.write:
+            self.path(key).unlink(missing_ok=True)
+
     def count(self) -> int:
         """How many responses are stored."""
         return sum(1 for _ in self.root.glob("*/*.json")) if self.root.is_dir() else 0

@@ -86,6 +86,7 @@ class Dialogue:
         self.on_reject = on_reject
         self.records: list[AttemptRecord] = []
         self._last: list[dict[str, str]] = []
+        self._sent: list[list[dict[str, str]]] = []
         self.reply: str | None = None
 
     @property
@@ -101,7 +102,9 @@ class Dialogue:
 
     def ask(self) -> str:
         """Send the next request; the reply's text."""
-        reply = self.llm.chat(self.messages(), stage=self.stage, scenario=self.scenario, json_reply=self.json_reply)
+        messages = self.messages()
+        self._sent.append(messages)
+        reply = self.llm.chat(messages, stage=self.stage, scenario=self.scenario, json_reply=self.json_reply)
         text = reply.text
         if reply.finish_reason == "length":
             # Parsing a cut-off reply gives a confusing error; say what happened instead.
@@ -128,6 +131,11 @@ class Dialogue:
         """The last reply is good (its record keeps no problems)."""
         self.records[-1].problems = []
 
+    def forget(self) -> None:
+        """Drop every reply of this dialogue from the cache: it failed, and a rerun should ask again."""
+        for messages in self._sent:
+            self.llm.forget(messages, json_reply=self.json_reply)
+
 
 def converse(dialogue: Dialogue, parse: Callable[[str], T], check: Callable[[T], list[str]]) -> T | None:
     """Ask until a reply parses and passes `check`, or the attempts run out.
@@ -152,4 +160,5 @@ def converse(dialogue: Dialogue, parse: Callable[[str], T], check: Callable[[T],
             dialogue.accept()
             return value
         dialogue.reject(problems)
+    dialogue.forget()
     return None

@@ -22,15 +22,10 @@ def llm_server() -> Iterator[ScriptedLLM]:
     server.stop()
 
 
-def make_llm(server: ScriptedLLM, cache: Path | None = None, sleeps: list[float] | None = None,
-             **settings: Any) -> LLMClient:
-    """A client of the scripted server; retries wait no time (the waits are recorded in `sleeps`)."""
-    values = {"model": "scripted", "base_url": server.url, "api_key": "test-key", "backoff_s": 0.01, **settings}
-    return LLMClient(
-        LLMSettings(**values),
-        cache=ResponseCache(cache) if cache is not None else None,
-        sleep=(sleeps.append if sleeps is not None else lambda _s: None),
-    )
+def make_llm(server: ScriptedLLM, cache: Path | None = None, **settings: Any) -> LLMClient:
+    """A client of the scripted server (its faults carry a short Retry-After, so the SDK's retries are quick)."""
+    values = {"model": "scripted", "base_url": server.url, "api_key": "test-key", **settings}
+    return LLMClient(LLMSettings(**values), cache=ResponseCache(cache) if cache is not None else None)
 
 
 def make_ctx(llm: LLMClient, tmp_path: Path, prober: Any = None, **options: Any) -> StageContext:

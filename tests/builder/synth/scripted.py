@@ -4,8 +4,11 @@ It answers `POST /v1/chat/completions` from fixture replies (tests/fixtures/synt
 reply whose `match` strings all occur in the request's first user message, and whose `feedback`
 is null for a first request or occurs in the last user message of a retry. `POST
 /v1/embeddings` returns deterministic bag-of-words vectors. Every request is recorded with the
-reply it got. Faults can be queued: the next requests answer an HTTP error, or wait before
-answering (to trip the client's timeout).
+reply it got (path, query, headers, body). Faults can be queued: the next requests answer an
+HTTP error (with `retry-after-ms: 10` unless a `Retry-After` is given, so the SDK's retries are
+quick), or wait before answering (to trip the client's timeout). With `reasoning` set, the server
+refuses `max_tokens` and a temperature other than 1 as OpenAI does for reasoning models (400,
+`param` naming the parameter).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class ScriptedLLM:
         self.entries = entries if entries is not None else load_entries()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []  # {"status", "retry_after"?} or {"delay"}
+        self.reasoning = False
         self.lock = threading.Lock()
         server = self
 
@@ -63,7 +67,7 @@ class ScriptedLLM:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
-                status, payload, headers = server.answer(self.path, body)
+                status, payload, headers = server.answer(self.path, body, dict(self.headers.items()))
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -120,19 +124,25 @@ class ScriptedLLM:
 
     # -- answering --------------------------------------------------------------------------
 
-    def answer(self, full_path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer(self, full_path: str, body: dict[str, Any],
+               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
         path = full_path.split("?", 1)[0]
         with self.lock:
             fault = self.faults.pop(0) if self.faults else None
             record: dict[str, Any] = {"path": path, "query": full_path[len(path) + 1:], "body": body,
+                                      "headers": {k.lower(): v for k, v in (headers or {}).items()},
                                       "entry": None, "status": 200}
             self.requests.append(record)
         if fault and "delay" in fault:
             time.sleep(fault["delay"])
         elif fault:
             record["status"] = fault["status"]
-            headers = {"retry-after": fault["retry_after"]} if fault.get("retry_after") else {}
-            return fault["status"], {"error": {"message": "scripted fault", "type": "server_error"}}, headers
+            wait = {"retry-after": fault["retry_after"]} if fault.get("retry_after") else {"retry-after-ms": "10"}
+            return fault["status"], {"error": {"message": "scripted fault", "type": "server_error"}}, wait
+        refused = self.refuse(body) if path.endswith("/chat/completions") else None
+        if refused is not None:
+            record["status"] = 400
+            return 400, {"error": refused}, {}
         if path.endswith("/embeddings"):
             texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
             data = [{"object": "embedding", "index": i, "embedding": bag_of_words(t)} for i, t in enumerate(texts)]
@@ -159,6 +169,20 @@ class ScriptedLLM:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }, {}
+
+    def refuse(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """OpenAI's 400 for parameters a reasoning model does not take (None: accepted)."""
+        if not self.reasoning:
+            return None
+        if "max_tokens" in body:
+            return {"message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                               "'max_completion_tokens' instead.", "type": "invalid_request_error",
+                    "param": "max_tokens", "code": "unsupported_parameter"}
+        if body.get("temperature", 1) != 1:
+            return {"message": f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+                               "model. Only the default (1) value is supported.", "type": "invalid_request_error",
+                    "param": "temperature", "code": "unsupported_value"}
+        return None
 
     def pick(self, body: dict[str, Any]) -> dict[str, Any] | None:
         first = _first_user(body)
