@@ -12,9 +12,9 @@ from pathlib import Path
 from awm.builder.build.batch import build_images
 from awm.builder.catalog.loader import load_catalog
 from awm.builder.catalog.solutions import load_solutions
-from awm.builder.build.render import image_repo
 from awm.runtime.docker_backend import DockerBackend, engine_client
 from awm.core.errors import AWMError
+from awm.core.naming import image_ref
 
 __all__ = ["run_demo"]
 
@@ -61,7 +61,7 @@ def run_demo(
     if solution is None:
         raise AWMError(f"no reference solution for {sid} task {task_idx} in {dataset}/solutions.json")
     bundle = catalog.bundles[sid]
-    image = f"{image_repo(sid)}:latest"
+    image = image_ref(sid)
     say(f"3. start {image} (read-only, non-root, no capabilities, memory and pids limits)")
     with DockerBackend(client).start(image) as env:
         tools = env.client.list_tools()

@@ -57,6 +57,7 @@ from awm.builder.catalog.loader import load_catalog  # noqa: E402
 from awm.builder.catalog.models import SampleData, SampleTable, ScenarioBundle  # noqa: E402
 from awm.builder.catalog.solutions import load_solutions, request_for  # noqa: E402
 from awm.builder.catalog.seed import build_seed  # noqa: E402
+from awm.core.naming import image_ref  # noqa: E402
 from awm.runtime.base import Isolation  # noqa: E402
 
 NAME = "reset"
@@ -310,7 +311,7 @@ def main() -> int:
             ]
         finally:
             if built_here and not args.keep_images:
-                for tag in (*built_here, f"awm/{SYNTHETIC_ID}:latest"):
+                for tag in (*built_here, image_ref(SYNTHETIC_ID)):
                     try:
                         client.images.remove(tag)
                     except Exception as exc:  # noqa: BLE001 - cleanup is best effort, and said

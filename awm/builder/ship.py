@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -20,10 +19,9 @@ import docker
 import docker.errors
 from pydantic import BaseModel, Field
 
-from awm.builder.build.base_image import BASE_REPO
-from awm.builder.build.batch import QUARANTINE_TAG
-from awm.core.naming import normalise
-from awm.builder.build.render import IMAGE_REPO_PREFIX
+from awm.core.files import atomic_path
+from awm.core.labels import LABEL_DIGEST, LABEL_SCENARIO, LABEL_SOURCE_DIGEST, LABEL_TASKS, LABEL_TOOLS, OCI_BASE_NAME
+from awm.core.naming import BASE_REPO, LATEST_TAG, QUARANTINE_TAG, image_ref, image_repo, normalise, registry_ref
 from awm.builder.build.smoke import load_record, record_path
 from awm.core.errors import AWMError, ImageNotFound
 
@@ -106,28 +104,28 @@ def list_images(client: docker.DockerClient, *, scenarios: Sequence[str] = ()) -
                 base_sizes[name] = None
         return base_sizes[name]
 
-    for item in client.api.images(filters={"label": "awm.scenario"}):
+    for item in client.api.images(filters={"label": LABEL_SCENARIO}):
         labels = item.get("Labels") or {}
-        scenario = labels.get("awm.scenario", "")
+        scenario = labels.get(LABEL_SCENARIO, "")
         if not scenario or not _wanted(scenario, scenarios):
             continue
         tags = sorted(t for t in item.get("RepoTags") or [] if t != "<none>:<none>")
         record = load_record(item["Id"])
-        base = labels.get("org.opencontainers.image.base.name")
+        base = labels.get(OCI_BASE_NAME)
         size = int(item.get("Size") or 0)
         info = ImageInfo(
             scenario=scenario,
             image_id=item["Id"],
             tags=tags,
             state="dangling",
-            digest=labels.get("awm.digest"),
-            source_digest=labels.get("awm.source-digest"),
+            digest=labels.get(LABEL_DIGEST),
+            source_digest=labels.get(LABEL_SOURCE_DIGEST),
             base_image=base,
             size_bytes=size,
             layer_bytes=None if base_size(base) is None else size - base_size(base),  # type: ignore[operator]
             created=int(item.get("Created") or 0),
-            tools=_int(labels.get("awm.tools")),
-            tasks=_int(labels.get("awm.tasks")),
+            tools=_int(labels.get(LABEL_TOOLS)),
+            tasks=_int(labels.get(LABEL_TASKS)),
             smoke=record.status if record else None,
         )
         by_scenario.setdefault(scenario, []).append(info)
@@ -135,10 +133,9 @@ def list_images(client: docker.DockerClient, *, scenarios: Sequence[str] = ()) -
     out: list[ImageInfo] = []
     for scenario in sorted(by_scenario):
         images = sorted(by_scenario[scenario], key=lambda i: i.created, reverse=True)
-        repo = f"{IMAGE_REPO_PREFIX}{scenario}"
-        current = next((i for i in images if f"{repo}:latest" in i.tags), None)
+        current = next((i for i in images if image_ref(scenario) in i.tags), None)
         for info in images:
-            if f"{repo}:{QUARANTINE_TAG}" in info.tags:
+            if image_ref(scenario, QUARANTINE_TAG) in info.tags:
                 info.state = "quarantined"
                 if info.smoke is None:
                     info.smoke = "failed"
@@ -238,8 +235,8 @@ def _current(client: docker.DockerClient, scenarios: Sequence[str]) -> list[Imag
 
 def _scenario_tags(info: ImageInfo) -> list[str]:
     """The image's own tags in the `awm/` namespace (no registry copies, no quarantine tag)."""
-    repo = f"{IMAGE_REPO_PREFIX}{info.scenario}"
-    return [t for t in info.tags if t.startswith(f"{repo}:") and not t.endswith(f":{QUARANTINE_TAG}")]
+    repo = image_repo(info.scenario)
+    return [t for t in info.tags if t.startswith(f"{repo}:") and t != image_ref(info.scenario, QUARANTINE_TAG)]
 
 
 class ExportResult(BaseModel):
@@ -284,32 +281,27 @@ def export_images(
         bases = {i.base_image for i in images if i.base_image and i.base_image.startswith(BASE_REPO)}
         names.extend(sorted(bases))
     path = output / "awm-images.tar" if output.is_dir() else output
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     written = 0
     try:
-        # `GET /images/get?names=...` is what `docker save a b c` calls: one tarball, each
-        # layer once. The SDK's Image.save() takes one image only.
-        response = client.api._get(client.api._url("/images/get"), params={"names": names}, stream=True)
-        client.api._raise_for_status(response)
-        opener: Callable[[], IO[bytes]] = (
-            (lambda: gzip.open(tmp, "wb", compresslevel=1))  # type: ignore[return-value]
-            if path.suffix in (".gz", ".tgz") else (lambda: open(tmp, "wb"))
-        )
-        with opener() as handle:
-            for chunk in response.iter_content(chunk_size=1 << 20):
-                handle.write(chunk)
-                written += len(chunk)
-                if on_progress:
-                    on_progress(written)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            # `GET /images/get?names=...` is what `docker save a b c` calls: one tarball, each
+            # layer once. The SDK's Image.save() takes one image only.
+            response = client.api._get(client.api._url("/images/get"), params={"names": names}, stream=True)
+            client.api._raise_for_status(response)
+            opener: Callable[[], IO[bytes]] = (
+                (lambda: gzip.open(tmp, "wb", compresslevel=1))  # type: ignore[return-value]
+                if path.suffix in (".gz", ".tgz") else (lambda: open(tmp, "wb"))
+            )
+            with opener() as handle:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    handle.write(chunk)
+                    written += len(chunk)
+                    if on_progress:
+                        on_progress(written)
     except docker.errors.APIError as exc:
         raise AWMError(f"docker save of {len(names)} image(s) failed: {exc.explanation or exc}") from exc
     except OSError as exc:
         raise AWMError(f"cannot write {path}: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     log.info("exported %d image(s) to %s (%d bytes)", len(names), path, path.stat().st_size)
     return ExportResult(path=str(path), images=names, bytes=path.stat().st_size)
 
@@ -353,12 +345,11 @@ def push_images(
     Raises:
         ImageNotFound: no current image for a named scenario, or none at all.
     """
-    registry = registry.rstrip("/")
     out = []
     for info in _current(client, scenarios):
         for local in _scenario_tags(info):
             repo, _, tag = local.rpartition(":")
-            remote_repo = f"{registry}/{repo}"
+            remote_repo = registry_ref(registry, repo)
             result = PushResult(scenario=info.scenario, local=local, remote=f"{remote_repo}:{tag}")
             try:
                 client.api.tag(info.image_id, remote_repo, tag)
@@ -414,22 +405,21 @@ def pull_images(
     Returns:
         One `PushResult` per scenario (`local` is the digest tag, `remote` what was pulled).
     """
-    registry = registry.rstrip("/")
     out = []
     for name in scenarios:
         sid = normalise(name)
-        repo = f"{IMAGE_REPO_PREFIX}{sid}"
-        remote = f"{registry}/{repo}:{tag}"
-        result = PushResult(scenario=sid, local=f"{repo}:{tag}", remote=remote)
+        repo = image_repo(sid)
+        remote = registry_ref(registry, image_ref(sid, tag))
+        result = PushResult(scenario=sid, local=image_ref(sid, tag), remote=remote)
         try:
-            image = client.images.pull(f"{registry}/{repo}", tag=tag)
-            digest = (image.labels or {}).get("awm.digest")
-            if (image.labels or {}).get("awm.scenario") != sid or not digest:
+            image = client.images.pull(registry_ref(registry, repo), tag=tag)
+            digest = (image.labels or {}).get(LABEL_DIGEST)
+            if (image.labels or {}).get(LABEL_SCENARIO) != sid or not digest:
                 result.error = f"{sid}: {remote} is not an awm image of scenario {sid!r} (labels)"
             else:
                 client.api.tag(image.id, repo, digest)
-                client.api.tag(image.id, repo, "latest")
-                result.local = f"{repo}:{digest}"
+                client.api.tag(image.id, repo, LATEST_TAG)
+                result.local = image_ref(sid, digest)
                 repo_digests = image.attrs.get("RepoDigests") or []
                 result.digest = repo_digests[0].rpartition("@")[2] if repo_digests else None
         except docker.errors.APIError as exc:

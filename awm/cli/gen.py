@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from awm.builder.build.base_image import cache_dir
+from awm.core import settings as host_settings
 from awm.core.cli import err_console, handle_errors
 from awm.builder.synth.base import STAGES, Event, GenOptions, Stage
 
@@ -147,7 +147,7 @@ def _run(stages: tuple[Stage, ...], opts: dict[str, Any]) -> None:
 
     started = time.monotonic()
     settings = _settings(opts)
-    cache = None if opts["no_cache"] else ResponseCache(opts["cache"] or cache_dir() / "llm", read=not opts["refresh"])
+    cache = None if opts["no_cache"] else ResponseCache(opts["cache"] or host_settings.settings().cache_dir / "llm", read=not opts["refresh"])
     options = GenOptions(
         scenarios=opts.get("count", 10), keep_seeds=opts.get("keep_seeds", False), tasks=opts.get("tasks", 10),
         attempts=opts["attempts"], jobs=opts["jobs"],

@@ -1,9 +1,15 @@
-"""The labels every container and pod of this project carries, and who owns what.
+"""The label names of this project's images and containers, and who owns what.
+
+Every container and pod carries:
 
     awm.scenario      the scenario id
     awm.version       the version of awm that started it
     awm.run-id        the session (one pool, one test run...) it belongs to
     awm.owner         host:pid:start-time of the process that started it, or "detached"
+    awm.user          the name of the user who started it (`awm env stop --all` removes only theirs)
+
+Every scenario image carries `awm.scenario` and `awm.version` (of the build), its digests, its
+counts and the OCI annotations (`org.opencontainers.image.*`); see `awm.builder.build.render`.
 
 The owner's process start time (from /proc) guards against a recycled pid: a container whose
 owner's pid now belongs to another process is an orphan. `awm env gc` removes orphans of this
@@ -13,6 +19,7 @@ host. The `awm.` namespace is ours: user labels in it are refused.
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import uuid
 from dataclasses import dataclass
@@ -21,12 +28,25 @@ from pathlib import Path
 from awm import __version__
 
 __all__ = [
+    "LABEL_DIGEST",
     "LABEL_OWNER",
+    "LABEL_ROLE",
     "LABEL_RUN_ID",
     "LABEL_SCENARIO",
+    "LABEL_SEED_FAILED",
+    "LABEL_SOURCE_DIGEST",
+    "LABEL_TASKS",
+    "LABEL_TOOLS",
+    "LABEL_USER",
     "LABEL_VERSION",
+    "OCI_BASE_NAME",
+    "OCI_DESCRIPTION",
+    "OCI_LICENSES",
+    "OCI_TITLE",
+    "OCI_VERSION",
     "Owner",
     "check_user_labels",
+    "current_user",
     "new_run_id",
     "owner_labels",
 ]
@@ -35,6 +55,22 @@ LABEL_SCENARIO = "awm.scenario"
 LABEL_VERSION = "awm.version"
 LABEL_RUN_ID = "awm.run-id"
 LABEL_OWNER = "awm.owner"
+LABEL_USER = "awm.user"
+LABEL_ROLE = "awm.role"  # what a short-lived container of a build is for (build-check, ...)
+
+# Scenario images (set at build time, read by `awm images` and `awm images pull`)
+LABEL_DIGEST = "awm.digest"  # the digest of the image's inputs, also its tag
+LABEL_SOURCE_DIGEST = "awm.source-digest"  # the digest of the scenario's dataset records
+LABEL_TOOLS = "awm.tools"
+LABEL_TASKS = "awm.tasks"
+LABEL_SEED_FAILED = "awm.seed.failed-statements"
+
+# OCI image annotations (https://github.com/opencontainers/image-spec/blob/main/annotations.md)
+OCI_TITLE = "org.opencontainers.image.title"
+OCI_DESCRIPTION = "org.opencontainers.image.description"
+OCI_VERSION = "org.opencontainers.image.version"
+OCI_BASE_NAME = "org.opencontainers.image.base.name"
+OCI_LICENSES = "org.opencontainers.image.licenses"
 
 
 def new_run_id() -> str:
@@ -92,9 +128,17 @@ def check_user_labels(labels: dict[str, str] | None) -> dict[str, str]:
 DETACHED = "detached"
 
 
+def current_user() -> str:
+    """This process's user name (from its uid, not from $USER), or the uid when it has none."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry, e.g. in a container
+        return str(os.getuid())
+
+
 def owner_labels(run_id: str, scenario: str | None = None, *, detached: bool = False) -> dict[str, str]:
     owner = DETACHED if detached else str(Owner.current())
-    labels = {LABEL_VERSION: __version__, LABEL_RUN_ID: run_id, LABEL_OWNER: owner}
+    labels = {LABEL_VERSION: __version__, LABEL_RUN_ID: run_id, LABEL_OWNER: owner, LABEL_USER: current_user()}
     if scenario:
         labels[LABEL_SCENARIO] = scenario
     return labels

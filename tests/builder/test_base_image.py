@@ -17,6 +17,7 @@ import pytest
 
 from awm.builder.build import base_image
 from awm.core.errors import ImageBuildError
+from awm.core.settings import AWMSettings
 
 PINNED = {
     "fastapi": "0.115.12",
@@ -108,7 +109,7 @@ def test_os_image_without_registry_or_debootstrap_says_what_to_install(
 def test_wheelhouse_cached_dir_is_reused_and_failed_download_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(base_image, "settings", lambda: AWMSettings(cache_dir=tmp_path / "cache"))
 
     def failing_run(argv: list[str], *, what: str, env: Any = None) -> None:
         raise ImageBuildError(f"{what} failed (simulated)")

@@ -101,7 +101,7 @@ def test_smoke_plan_uses_spec_examples_and_skips_what_it_cannot_call() -> None:
     no_spec = bundle.model_copy(update={"spec": None})
     calls, skipped = _plan_calls(no_spec, served)
     assert [c[0] for c in calls] == ["list_recipes", "list_pantry_items"]
-    assert [(s.name, s.detail) for s in skipped] == [
+    assert [(s.tool, s.detail) for s in skipped] == [
         ("get_recipe", "required argument(s) recipe_id: the dataset has no spec")
     ]
     assert example_arguments(ApiSpec()) == {} and example_arguments(None) == {}

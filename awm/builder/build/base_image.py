@@ -35,16 +35,16 @@ import docker
 import docker.errors
 
 from awm.core.errors import ImageBuildError
+from awm.core.naming import BASE_REPO, LATEST_TAG, base_ref
+from awm.core.settings import settings
 
 __all__ = [
     "BASE_DIR",
-    "BASE_REPO",
     "OS_IMAGE",
     "PULL_TIMEOUT_SECONDS",
     "SLIM_IMAGE",
     "base_tag",
     "base_version",
-    "cache_dir",
     "ensure_base_image",
     "ensure_os_image",
     "ensure_wheelhouse",
@@ -52,9 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("awm")
-
-BASE_REPO = "awm/base"
-"""Repository of the base image; the tag is :func:`base_version`."""
 
 BASE_DIR = Path(__file__).resolve().parents[2] / "images" / "base"
 """Folder holding the Dockerfile, requirements.lock and awm_server/ of the base image."""
@@ -152,13 +149,7 @@ def _digest(base_dir: Path) -> str:
 
 def base_tag() -> str:
     """Return the full tag of the base image, ``awm/base:<base_version()>``."""
-    return f"{BASE_REPO}:{base_version()}"
-
-
-def cache_dir() -> Path:
-    """Return the host-side cache folder: ``$AWM_CACHE_DIR``, else ``~/.cache/awm``."""
-    configured = os.environ.get("AWM_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "awm"
+    return base_ref(base_version())
 
 
 def locked_requirements(lock: Path | None = None) -> list[tuple[str, str]]:
@@ -195,7 +186,7 @@ def _normalise(name: str) -> str:
 
 @contextlib.contextmanager
 def _host_lock(name: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``<cache_dir()>/locks/<name>.lock`` (a no-op without fcntl).
+    """Hold an exclusive lock on ``<$AWM_CACHE_DIR>/locks/<name>.lock`` (a no-op without fcntl).
 
     Serialises the slow builds of this module between processes on one host, so that two
     callers wanting the same image build it once; the second then finds it made.
@@ -205,7 +196,7 @@ def _host_lock(name: str) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock, at worst a duplicate build
         yield
         return
-    folder = cache_dir() / "locks"
+    folder = settings().cache_dir / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -307,7 +298,7 @@ def _bootstrap_os_image(
             f"engine (`docker load`), or make a registry reachable",
             image=OS_IMAGE,
         )
-    mirror = os.environ.get("AWM_DEBIAN_MIRROR") or DEFAULT_DEBIAN_MIRROR
+    mirror = settings().debian_mirror or DEFAULT_DEBIAN_MIRROR
     work = Path(tempfile.mkdtemp(prefix="awm-os-"))
     rootfs = work / "rootfs"
     tarball = work / "rootfs.tar"
@@ -396,7 +387,7 @@ def ensure_wheelhouse(on_step: Callable[[str], None] | None = None) -> Path:
     """Return a folder holding a wheel for every line of ``requirements.lock``.
 
     The wheels are downloaded on the host with ``pip download --no-deps`` for CPython 3.11 on
-    manylinux x86_64, into ``<cache_dir()>/wheelhouse/<digest of the lock>``. The download goes
+    manylinux x86_64, into ``<$AWM_CACHE_DIR>/wheelhouse/<digest of the lock>``. The download goes
     to a temporary folder renamed into place when complete, so an interrupted one is redone.
 
     Args:
@@ -414,7 +405,7 @@ def ensure_wheelhouse(on_step: Callable[[str], None] | None = None) -> Path:
     except OSError as exc:
         raise ImageBuildError(f"cannot read {lock}: {exc}") from exc
     digest = hashlib.sha256(lock_bytes).hexdigest()[:16]
-    root = cache_dir() / "wheelhouse"
+    root = settings().cache_dir / "wheelhouse"
     final = root / digest
     if final.is_dir():
         log.debug("wheelhouse %s is cached", final)
@@ -510,7 +501,7 @@ def ensure_base_image(
             the last lines of the build log.
     """
     version = base_version()
-    tag = f"{BASE_REPO}:{version}"
+    tag = base_ref(version)
     if not rebuild and _image_exists(client, tag):
         log.debug("base image %s is present", tag)
         return tag
@@ -540,7 +531,7 @@ def _build_base(
             shutil.copy2(BASE_DIR / name, ctx / name)
         _copy_tree(_server_dir(BASE_DIR), ctx / "awm_server")
         version = _digest(ctx)
-        tag = f"{BASE_REPO}:{version}"
+        tag = base_ref(version)
         (ctx / "wheels").mkdir()
         for wheel in wheelhouse.glob("*.whl"):
             _link_or_copy(wheel, ctx / "wheels" / wheel.name)
@@ -568,6 +559,6 @@ def _build_base(
             if text:
                 log.debug("build: %s", text)
 
-    image.tag(BASE_REPO, "latest")
+    image.tag(BASE_REPO, LATEST_TAG)
     _step(f"built {tag} in {time.monotonic() - started:.1f} s", on_step)
     return tag

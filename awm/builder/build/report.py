@@ -9,7 +9,7 @@ killed run finished in the digest cache.
 Shape (`"format": "awm.build-report/1"`):
 
     {"format", "dataset", "started_at", "finished_at", "complete", "resumed", "previous",
-     "options": {...}, "base_image", "selected", "counts": {"built": n, "cached": n, ...},
+     "options": BuildOptions, "base_image", "selected", "counts": {"built": n, "cached": n, ...},
      "images_per_s", "results": [BuildResult, ...]}
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -26,8 +25,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from awm.builder.catalog.models import FailedStatement
+from awm.builder.build.options import BuildOptions
 from awm.builder.build.smoke import SmokeResult
+from awm.builder.catalog.models import FailedStatement
+from awm.core.files import atomic_write
 
 __all__ = [
     "REPORT_FORMAT",
@@ -89,7 +90,7 @@ class BuildReport(BaseModel):
     complete: bool = False
     resumed: bool = False
     previous: dict[str, Any] | None = None  # counts of the interrupted report this run resumes
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: BuildOptions = Field(default_factory=BuildOptions)
     base_image: str | None = None
     selected: int = 0
     counts: dict[str, int] = Field(default_factory=dict)
@@ -179,8 +180,6 @@ class ReportWriter:
         # Results are rendered once each; the document is assembled from those strings, so a
         # rewrite costs a string join, not a serialisation of every result again.
         text = json.dumps(head, indent=1)[:-2] + ',\n "results": [\n' + ",\n".join(self._rendered) + "\n ]\n}\n"
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, text)
         self._last_write = time.monotonic()
         self._dirty = False

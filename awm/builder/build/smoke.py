@@ -20,7 +20,6 @@ tasks complete at seed are `issues`: the image works and the report says what is
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from pathlib import Path
@@ -28,10 +27,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from awm.builder.build.base_image import cache_dir
 from awm.builder.catalog.models import ApiSpec, ScenarioBundle
-from awm.runtime.base import Timeouts
+from awm.builder.catalog.solutions import ToolCheck
 from awm.core.errors import AWMError
+from awm.core.files import atomic_write
+from awm.core.settings import settings
+from awm.runtime.base import Timeouts
 
 __all__ = [
     "SmokeResult",
@@ -52,16 +53,6 @@ SmokeStatus = Literal["passed", "issues", "failed"]
 
 _STATUS_CODE = re.compile(r"Status code: (\d{3})\b")
 _DETAIL_CHARS = 300
-
-
-class ToolCheck(BaseModel):
-    """One read-only tool called with example arguments (or skipped, with the reason)."""
-
-    name: str
-    outcome: Literal["ok", "error", "server_error", "skipped"]
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    status_code: int | None = None
-    detail: str = ""
 
 
 class TaskCheck(BaseModel):
@@ -147,7 +138,7 @@ def _plan_calls(
         if missing:
             where = "the spec has no example" if bundle.spec else "the dataset has no spec"
             skipped.append(ToolCheck(
-                name=route.name, outcome="skipped", arguments=given,
+                tool=route.name, outcome="skipped", arguments=given,
                 detail=f"required argument(s) {', '.join(missing)}: {where}",
             ))
             continue
@@ -223,7 +214,7 @@ def smoke_test(
                 "ok" if not outcome.is_error else "server_error" if code is not None and code >= 500 else "error"
             )
             result.tools.append(ToolCheck(
-                name=name, outcome=kind, arguments=args, status_code=code,
+                tool=name, outcome=kind, arguments=args, status_code=code,
                 detail=outcome.text[:_DETAIL_CHARS] if outcome.is_error else "",
             ))
             if kind == "server_error" and code is not None:
@@ -247,17 +238,13 @@ def smoke_test(
 
 
 def record_path(image_id: str) -> Path:
-    """Where the smoke result of an image is kept: `<cache_dir()>/smoke/<image id>.json`."""
-    return cache_dir() / "smoke" / f"{image_id.removeprefix('sha256:')}.json"
+    """Where the smoke result of an image is kept: `$AWM_CACHE_DIR/smoke/<image id>.json`."""
+    return settings().cache_dir / "smoke" / f"{image_id.removeprefix('sha256:')}.json"
 
 
 def save_record(image_id: str, result: SmokeResult) -> None:
     """Keep an image's smoke result (atomically: a temporary file renamed into place)."""
-    path = record_path(image_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(result.model_dump_json(indent=1))
-    os.replace(tmp, path)
+    atomic_write(record_path(image_id), result.model_dump_json(indent=1))
 
 
 def load_record(image_id: str) -> SmokeResult | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
+from awm_server.contract import FailedStatement  # recorded in every image's manifest
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
@@ -176,13 +177,6 @@ class Verifier(BaseModel):
     code: str
     source_file: str
     source_line: int
-
-
-class FailedStatement(BaseModel):
-    stage: Literal["ddl", "index", "example", "insert"]
-    table: str
-    sql: str
-    error: str
 
 
 class SeedStats(BaseModel):

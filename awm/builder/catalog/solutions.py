@@ -10,18 +10,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import AliasChoices, BaseModel, Field, RootModel
 
-__all__ = ["HttpRequest", "Solution", "ToolCall", "load_solutions", "request_for"]
+__all__ = ["HttpRequest", "Solution", "ToolCall", "ToolCheck", "load_solutions", "request_for"]
 
 SOLUTIONS_FILE = "solutions.json"
 
 
 class ToolCall(BaseModel):
+    """One tool call as an MCP client sends it: the tool's name and one flat argument object."""
+
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCheck(ToolCall):
+    """A tool called with example arguments, and what came back.
+
+    Smoke tests (`awm build --smoke`) report ok, error (a non-5xx error), server_error or skipped
+    (no example arguments); the probe of `awm gen` reports ok, client_error (4xx), server_error,
+    exception (the route raised) or missing (no such tool).
+    """
+
+    # smoke results kept before the two checks were one model name the tool `name`
+    tool: str = Field(validation_alias=AliasChoices("tool", "name"))
+    outcome: Literal["ok", "error", "client_error", "server_error", "exception", "missing", "skipped"]
+    status_code: int | None = None
+    detail: str = ""
 
 
 class Solution(BaseModel):

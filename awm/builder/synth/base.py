@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from awm.builder.catalog.models import ApiSpec, DbSchema, SampleData
+from awm.builder.catalog.solutions import ToolCheck
 from awm.builder.synth.dialogue import AttemptRecord
 
 if TYPE_CHECKING:  # the client imports `openai`, which the CLI should not pay for at startup
@@ -28,7 +29,6 @@ __all__ = [
     "StageContext",
     "StageResult",
     "TaskArtifacts",
-    "ToolCheck",
     "dialogue_result",
     "digest",
     "schema_sql",
@@ -63,7 +63,7 @@ class GenOptions(BaseModel):
     description_overlap: float = 0.6
     probe_timeout_s: float = 180.0  # one probe container, all of its calls
     tool_timeout_s: float = 10.0  # one tool call inside the probe
-    verifier_timeout_s: float = 20.0  # one verifier run on the host sandbox
+    verifier_timeout_s: float = 20.0  # one verifier run, in the probe container's verifier sandbox
 
     def for_stage(self, stage: Stage) -> dict[str, Any]:
         """The options that change what `stage` produces (part of its inputs digest)."""
@@ -73,16 +73,6 @@ class GenOptions(BaseModel):
             "task": {"tasks": self.tasks},
         }
         return by_stage.get(stage, {})
-
-
-class ToolCheck(BaseModel):
-    """One tool called in the environment probe with the spec's example arguments."""
-
-    tool: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    outcome: Literal["ok", "client_error", "server_error", "exception", "missing"]
-    status_code: int | None = None
-    detail: str = ""
 
 
 class TaskArtifacts(BaseModel):

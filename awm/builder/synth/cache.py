@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from awm.core.files import PRIVATE, atomic_write
 
 __all__ = ["ResponseCache", "request_key"]
 
@@ -69,16 +69,8 @@ class ResponseCache:
         """Store a response (atomically); the request is kept beside it for inspection."""
         if not self.write:
             return
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"key": key, "request": request, "response": response}, fh, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        entry = json.dumps({"key": key, "request": request, "response": response}, ensure_ascii=False)
+        atomic_write(self.path(key), entry, mode=PRIVATE)
 
     def forget(self, key: str) -> None:
         """Drop the entry of `key` (a reply that led to a failure is not replayed on a rerun)."""

@@ -26,13 +26,13 @@ from pathlib import Path
 from awm.builder.catalog.models import ApiSpec
 from awm.builder.catalog.routes import read_routes
 from awm.builder.catalog.seed import build_seed
+from awm.builder.catalog.solutions import ToolCheck
 from awm.builder.build.smoke import example_arguments
 from awm.builder.synth.base import (
     SYSTEM_PROMPT,
     Draft,
     StageContext,
     StageResult,
-    ToolCheck,
     dialogue_result,
     schema_sql,
 )

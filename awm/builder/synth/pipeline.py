@@ -35,8 +35,9 @@ from awm.builder.synth import db, env, sample, scenario, spec, task, verifier
 from awm.builder.synth.base import STAGES, Event, GenOptions, Stage, StageContext, StageResult, digest
 from awm.builder.synth.llm import LLMClient
 from awm.builder.synth.scenario import Rejected, Scenario, ScenarioList, load_seeds
-from awm.builder.synth.state import OutputFolder, atomic_write, dataset_files
+from awm.builder.synth.state import OutputFolder, dataset_files
 from awm.core.errors import AWMError, SynthesisError
+from awm.core.files import atomic_write
 
 __all__ = ["STAGE_MODULES", "BuildOutcome", "GenReport", "ScenarioReport", "generate"]
 

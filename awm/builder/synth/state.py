@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,38 +32,16 @@ from pydantic import BaseModel, ValidationError
 
 from awm.builder.catalog.loader import DATASET_FILES
 from awm.builder.catalog.models import ApiSpec, DbSchema, SampleData
-from awm.builder.catalog.solutions import SOLUTIONS_FILE
-from awm.builder.synth.base import Draft, Stage, StageResult, TaskArtifacts, ToolCheck
+from awm.builder.catalog.solutions import SOLUTIONS_FILE, ToolCheck
+from awm.builder.synth.base import Draft, Stage, StageResult, TaskArtifacts
 from awm.builder.synth.scenario import ScenarioList
 from awm.core.errors import SynthesisError
+from awm.core.files import atomic_write
 
-__all__ = ["STATE_DIR", "OutputFolder", "atomic_write", "dataset_files"]
+__all__ = ["STATE_DIR", "OutputFolder", "dataset_files"]
 
 STATE_DIR = ".awm-gen"
 M = TypeVar("M", bound=BaseModel)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are private (0600)
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write `path` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jsonl(records: list[dict[str, Any]]) -> str:

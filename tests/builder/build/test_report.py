@@ -106,7 +106,7 @@ def test_report_names_each_broken_scenario_and_the_others_build(
     assert "task 2 is already complete on the untouched seed" in by[done]["warnings"]
     # a read-only tool answering 500, recorded per tool
     assert by[five]["smoke"]["server_errors"] == {"t4_boom": 500}
-    boom = next(t for t in by[five]["smoke"]["tools"] if t["name"] == "t4_boom")
+    boom = next(t for t in by[five]["smoke"]["tools"] if t["tool"] == "t4_boom")
     assert boom["outcome"] == "server_error" and "Status code: 500" in boom["detail"]
     # an image that cannot start: kept, tagged quarantined, never :latest
     q = by[startup]
