@@ -111,6 +111,7 @@ class AgentSandboxBackend:
         self.server_port = server_port
         self.api = Api(client, namespace, api_retries)
         self.lease = OwnerLease(self.api, self.run_id, lease_duration_s)
+        self._owned: set[str] = set()  # claims of this backend's Lease still tracked by the reaper
 
     def start(self, image: str, options: StartOptions | None = None, **overrides: Any) -> Env:
         """Claim a warm sandbox of `image`'s scenario and wait until it answers.
@@ -153,6 +154,7 @@ class AgentSandboxBackend:
         except ApiError:
             log.info("claim %s already exists: a retried create found it", name)
         if not opts.detached:
+            self._owned.add(name)
             reaper.track(name, lambda: self.stop(name))
         try:
             base_url = self._wait_ready(name, image, scenario, opts.timeouts.start_s)
@@ -209,6 +211,7 @@ class AgentSandboxBackend:
     def stop(self, env_id: str) -> None:
         """Delete the claim: agent-sandbox deletes its sandbox and the warm pool makes a new one."""
         reaper.untrack(env_id)
+        self._owned.discard(env_id)
         with contextlib.suppress(ApiError):
             self.api.call(
                 f"deleting claim {env_id}",
@@ -279,5 +282,8 @@ class AgentSandboxBackend:
 
     def close(self) -> None:
         """Delete this backend's Lease: its claims follow."""
+        for name in self._owned:
+            reaper.untrack(name)
+        self._owned.clear()
         self.lease.release()
 

@@ -414,6 +414,8 @@ class KubernetesBackend:
         server_port: the environment server's port in the pod.
         api_retries: retries of an API call refused with 429/5xx or lost in transport.
 
+    A client passed in stays the caller's: close it after `close()`, which ends the watch.
+
     Raises:
         BackendUnavailable: no cluster configuration was found.
 
@@ -434,15 +436,10 @@ class KubernetesBackend:
         server_port: int = SERVER_PORT,
         api_retries: int = 5,
     ) -> None:
-        if client is None:
-            try:
-                client = lightkube.Client(field_manager=FIELD_MANAGER)
-            except ConfigError as exc:
-                raise BackendUnavailable(
-                    f"no Kubernetes configuration: {exc}",
-                    hint="set KUBECONFIG (or run in a pod with the awm-runner service account)",
-                ) from exc
         prepare_models(Pod, Lease, Event, PodTemplate)
+        self._owns_client = client is None
+        if client is None:
+            client = self._default_client()
         self.client = client
         self.namespace = namespace
         self.run_id = run_id or new_run_id()
@@ -453,6 +450,17 @@ class KubernetesBackend:
         self.watch = _PodWatch(self.api, {LABEL_LEASE: self.lease.name})
         self._template: dict[str, Any] | None = None
         self._forwards: dict[str, subprocess.Popen[str]] = {}
+        self._owned: set[str] = set()  # pods of this backend's Lease still tracked by the reaper
+
+    @staticmethod
+    def _default_client() -> lightkube.Client:
+        try:
+            return lightkube.Client(field_manager=FIELD_MANAGER)
+        except ConfigError as exc:
+            raise BackendUnavailable(
+                f"no Kubernetes configuration: {exc}",
+                hint="set KUBECONFIG (or run in a pod with the awm-runner service account)",
+            ) from exc
 
     # -- starting -------------------------------------------------------------------------
 
@@ -518,6 +526,7 @@ class KubernetesBackend:
         )
         self._create(pod, image)
         if not opts.detached:
+            self._owned.add(name)
             reaper.track(name, lambda: self.stop(name))
         try:
             base_url = self._wait_ready(name, image, scenario, opts)
@@ -626,6 +635,7 @@ class KubernetesBackend:
 
     def stop(self, env_id: str) -> None:
         reaper.untrack(env_id)
+        self._owned.discard(env_id)
         forward = self._forwards.pop(env_id, None)
         if forward is not None:
             forward.kill()
@@ -715,8 +725,13 @@ class KubernetesBackend:
         """Delete this backend's Lease (its pods follow) and stop the watch."""
         for name in list(self._forwards):
             self.stop(name)
+        for name in self._owned:  # deleting the Lease deletes them
+            reaper.untrack(name)
+        self._owned.clear()
         self.lease.release()
         self.watch.stop()
+        if self._owns_client:
+            self.client.close()  # ends the watch's open request
 
 
 class AsyncKubernetesBackend:

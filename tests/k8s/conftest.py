@@ -11,6 +11,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from awm.runtime import reaper
+from awm.runtime.agent_sandbox import AgentSandboxBackend
 from awm.runtime.k8s_backend import KubernetesBackend
 from tests.helpers import EXAMPLES
 from tests.k8s.fake_api import FakeKube, Obj
@@ -90,11 +92,21 @@ def unit_kubelet(fake: FakeKube, event: str, pod: Obj) -> None:
     }})
 
 
+def kill(backend: KubernetesBackend | AgentSandboxBackend) -> None:
+    """What SIGKILL does to a process's backend: nothing renews its Lease, nothing cleans up."""
+    backend.lease._stop.set()
+    if isinstance(backend, KubernetesBackend):
+        backend.watch.stop()
+    for name in [*backend._owned, f"lease/{backend.lease.name}"]:
+        reaper.untrack(name)
+
+
 @pytest.fixture
-def fake() -> FakeKube:
+def fake() -> Iterator[FakeKube]:
     api = FakeKube()
     api.kubelet = unit_kubelet
-    return api
+    yield api
+    api.close()
 
 
 @pytest.fixture

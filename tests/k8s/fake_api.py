@@ -121,6 +121,7 @@ class FakeKube:
         self.pod_logs: dict[str, str] = {}
         self.watch_idle_s = watch_idle_s
         self._names = itertools.count(1)
+        self.clients: list[lightkube.Client] = []
 
     def client(self, namespace: str = "awm") -> lightkube.Client:
         config = KubeConfig.from_dict({
@@ -129,7 +130,15 @@ class FakeKube:
             "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "test", "namespace": namespace}}],
             "current-context": "fake",
         })
-        return lightkube.Client(config=config, transport=httpx2.MockTransport(self.handle), field_manager="awm")
+        client = lightkube.Client(config=config, transport=httpx2.MockTransport(self.handle), field_manager="awm")
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Close every client made here: their watches end (a backend leaves a given client open)."""
+        for client in self.clients:
+            client.close()
+        self.drop_watches()
 
     # -- helpers for tests and hooks --------------------------------------------------------
 

@@ -16,7 +16,7 @@ from awm.runtime.k8s_manifests import ScenarioImage, render
 from awm.runtime.k8s_objects import ANNOTATION_OWNER, LABEL_LEASE, LABEL_SCENARIO
 from awm.runtime.pool import EnvPool
 from tests.k8s.checks import validate_sandbox
-from tests.k8s.conftest import CRDS, container_status
+from tests.k8s.conftest import CRDS, container_status, kill
 from tests.k8s.fake_api import FakeKube, Obj
 
 SCENARIO = "pantrypal_recipe_planner"
@@ -52,7 +52,7 @@ def claim_controller(fake: FakeKube, event: str, claim: Obj) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> FakeKube:
+def cluster(tmp_path: Path) -> Iterator[FakeKube]:
     """The fake API holding the objects `awm k8s render` writes for one scenario."""
     fake = FakeKube()
     fake.claim_controller = claim_controller
@@ -61,7 +61,8 @@ def cluster(tmp_path: Path) -> FakeKube:
             for doc in yaml.safe_load_all(path.read_text()):
                 plural = {"SandboxTemplate": "sandboxtemplates", "SandboxWarmPool": "sandboxwarmpools"}[doc["kind"]]
                 fake.create_object(EXT, plural, doc)
-    return fake
+    yield fake
+    fake.close()
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ def test_gc_releases_the_claims_of_a_dead_process(cluster: FakeKube, env_server:
     try:
         gone = dead.start(IMAGE).id
         kept = alive.start(IMAGE).id
-        dead.lease._stop.set()
+        kill(dead)
         cluster.update("leases", dead.lease.name, {"spec": {"renewTime": "2020-01-01T00:00:00.000000Z"}})
         assert alive.gc() == [gone]
         assert [c["metadata"]["name"] for c in cluster.list_objects("sandboxclaims")] == [kept]

@@ -46,6 +46,7 @@ def test_status_counts_pods_claims_and_pools_by_scenario(tmp_path: Path, env_ser
         status = cluster_status(fake.client(), "awm")
     finally:
         backend.close()
+        fake.close()
     assert status == {
         "gofundme": {"pods": {}, "claims": 0, "warm": 4, "warm_ready": 0},
         "pantry": {"pods": {"Running": 2}, "claims": 0, "warm": None, "warm_ready": None},

@@ -22,6 +22,7 @@ from awm.runtime.k8s_objects import (
     LABEL_SCENARIO,
     default_pod_template,
 )
+from tests.k8s.conftest import kill
 from tests.k8s.fake_api import FakeKube
 
 IMAGE = "registry.example.com/awm/pantrypal_recipe_planner:6ee62bf8f7550350"
@@ -205,7 +206,7 @@ def test_gc_deletes_expired_leases_and_their_pods_follow(fake: FakeKube, env_ser
         kept = alive.start(IMAGE).id
         detached = alive.start(IMAGE, detached=True).id
         # The first process dies (SIGKILL): nothing renews its Lease any more.
-        dead.lease._stop.set()
+        kill(dead)
         old = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         fake.update("leases", dead.lease.name, {"spec": {"renewTime": old}})
         assert set(alive.gc()) == gone  # the alive backend's own Lease is never collected
@@ -215,7 +216,6 @@ def test_gc_deletes_expired_leases_and_their_pods_follow(fake: FakeKube, env_ser
         assert gone.isdisjoint(pod_names(fake))
     finally:
         alive.close()
-        dead.watch.stop()
     assert pod_names(fake) == [detached]  # a detached pod has no owner: only `stop` ends it
 
 

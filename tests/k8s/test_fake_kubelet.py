@@ -136,6 +136,7 @@ def test_env_pool_over_kubernetes_runs_the_real_image(
             assert len(names) == 2
     finally:
         backend.close()
+        fake.close()
     assert fake.list_objects("pods") == []
     assert fake.list_objects("leases") == []
     deadline = time.monotonic() + 30  # the kubelet removes containers on its own threads
