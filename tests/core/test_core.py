@@ -14,7 +14,8 @@ from awm.core.settings import AWMSettings, settings
 
 def test_image_names_round_trip_through_one_definition() -> None:
     sid = naming.normalise("PantryPal: Recipe Planner!")
-    assert sid == "pantrypal_recipe_planner" and naming.normalise(sid) == sid
+    assert sid == "pantrypal_recipe_planner"
+    assert naming.normalise(sid) == sid
     ref = naming.image_ref(sid)
     repo, _, tag = ref.rpartition(":")
     assert (repo, tag) == (naming.image_repo(sid), naming.LATEST_TAG) == (f"awm/{sid}", "latest")
@@ -46,7 +47,8 @@ def test_settings_are_read_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         monkeypatch.setenv("AWM_CACHE_DIR", str(tmp_path / "a"))
         first = settings()
         monkeypatch.setenv("AWM_CACHE_DIR", str(tmp_path / "b"))
-        assert settings() is first and first.cache_dir == tmp_path / "a"
+        assert settings() is first
+        assert first.cache_dir == tmp_path / "a"
     finally:
         settings.cache_clear()
 
@@ -66,9 +68,14 @@ def test_atomic_write_replaces_whole_and_keeps_the_usual_mode(tmp_path: Path) ->
 def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path: Path, error: BaseException) -> None:
     path = tmp_path / "state.json"
     atomic_write(path, "complete")
-    with pytest.raises(type(error)), atomic_path(path) as tmp:
-        tmp.write_text("half")
-        raise error
+
+    def write_half() -> None:
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise error
+
+    with pytest.raises(type(error)):
+        write_half()
     assert path.read_text() == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
