@@ -12,7 +12,7 @@ import pytest
 
 from awm.core.errors import BackendUnavailable, EnvStartTimeout, ImageNotFound
 from awm.runtime import tokens
-from awm.runtime.base import Isolation, Protection, Timeouts
+from awm.runtime.base import Backend, Isolation, Protection, Timeouts
 from awm.runtime.k8s_backend import AsyncKubernetesBackend, KubernetesBackend, scenario_of
 from awm.runtime.k8s_objects import (
     ANNOTATION_OWNER,
@@ -42,6 +42,7 @@ def pod_names(fake: FakeKube) -> list[str]:
 
 
 def test_start_creates_one_hardened_pod_owned_by_the_lease(fake: FakeKube, backend: KubernetesBackend) -> None:
+    assert isinstance(backend, Backend)  # what EnvPool and the CLI speak
     env = backend.start(IMAGE, labels={"team": "rl fleet/\u00e9"})
     [pod] = fake.list_objects("pods")
     [lease] = fake.list_objects("leases")

@@ -1,8 +1,9 @@
 """EnvPool over KubernetesBackend, with a fake kubelet that runs each pod's real image under Docker.
 
-The API is the in-test fake; the node is Docker: each pod becomes a hardened container of the
-image the project built (uid 10001, read-only root, tmpfs /tmp, no capabilities) on an internal
-network, its address written back as the pod IP, its exit written back as the pod's status.
+The API is the in-test fake; the node is Docker: each pod becomes a container of the image the
+project built, with the pod's own security context, limits and memory-backed /tmp translated to
+Docker's options (uid, read-only root, dropped capabilities, no-new-privileges, tmpfs), on an
+internal network; its address is written back as the pod IP, its exit as the pod's status.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from collections.abc import Iterator
 
 import docker
 import docker.errors
+import httpx
 import pytest
 
 from awm.builder.catalog.solutions import load_solutions
 from awm.core.errors import EnvUnavailable
-from awm.runtime.base import Resources
+from awm.runtime import tokens
 from awm.runtime.client import list_mcp_tools
-from awm.runtime.docker_backend import sandbox_options
 from awm.runtime.k8s_backend import KubernetesBackend
 from awm.runtime.pool import EnvPool
 from tests.helpers import EXAMPLES
@@ -32,6 +33,28 @@ from tests.k8s.fake_api import FakeKube, Obj
 pytestmark = pytest.mark.docker
 SCENARIO = "pantrypal_recipe_planner"
 LABEL = "awm.test.fake-kubelet"
+
+
+def docker_options(pod_spec: Obj) -> dict[str, object]:
+    """What a container runtime makes of the pod's security context, limits and volumes."""
+    [container] = pod_spec["containers"]
+    sc = {**pod_spec.get("securityContext", {}), **container["securityContext"]}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    tmpfs = {}
+    for mount in container["volumeMounts"]:
+        empty = volumes[mount["name"]]["emptyDir"]
+        assert empty["medium"] == "Memory"
+        tmpfs[mount["mountPath"]] = f"rw,size={empty['sizeLimit'].replace('Mi', 'm')},mode=1777"
+    limits = container["resources"]["limits"]
+    return {
+        "user": f"{sc['runAsUser']}:{sc['runAsGroup']}",
+        "read_only": sc["readOnlyRootFilesystem"],
+        "cap_drop": sc["capabilities"]["drop"],
+        "security_opt": ["no-new-privileges"] if sc["allowPrivilegeEscalation"] is False else [],
+        "tmpfs": tmpfs,
+        "mem_limit": limits["memory"].replace("Mi", "m"),
+        "nano_cpus": int(float(limits["cpu"]) * 1e9),
+    }
 
 
 class DockerKubelet:
@@ -56,11 +79,10 @@ class DockerKubelet:
             if name in self.deleted:
                 return
             spec = pod["spec"]["containers"][0]
-            limits = spec["resources"]["limits"]
             container = self.client.containers.run(
                 spec["image"], name=self.container(name), detach=True, network=self.network,
                 environment={e["name"]: e["value"] for e in spec.get("env", [])}, labels={LABEL: self.run},
-                **sandbox_options(Resources(memory=limits["memory"].replace("Mi", "m"))),
+                **docker_options(pod["spec"]),
             )
             container.reload()
         ip = container.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"]
@@ -109,6 +131,17 @@ def test_env_pool_over_kubernetes_runs_the_real_image(
                 env.client.call_tools([(c.tool, c.arguments) for c in solution[idx].calls])
                 assert env.verify(idx, solution[idx].final_answer)["result"] == "complete"
                 first = env.id
+                # Someone who may read pods sees the token's hash only, which opens nothing.
+                [token_hash] = [e["value"] for e in fake.get_object("pods", env.id)["spec"]["containers"][0]["env"]
+                                if e["name"] == tokens.TOKEN_HASH_VAR]
+                for headers in ({"Authorization": f"Bearer {token_hash}"}, {}):
+                    assert httpx.post(f"{env.base_url}/_awm/reset", headers=headers).status_code == 401
+                # Code in the pod runs as uid 10001 on a read-only root, as the pod spec says.
+                probe = docker_client.containers.get(kubelet.container(env.id)).exec_run(
+                    ["/opt/awm/venv/bin/python", "-c", "import os; print(os.getuid()); open('/opt/awm/x', 'w')"])
+                assert probe.exit_code != 0
+                assert probe.output.decode().startswith("10001")
+                assert "Read-only file system" in probe.output.decode()
             with pool.lease() as env:  # reset in place: the same pod, a clean database
                 if env.id == first:
                     assert env.verify(idx)["result"] == "others"
