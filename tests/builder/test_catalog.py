@@ -169,3 +169,29 @@ def test_unknown_scenario(dataset: Dataset) -> None:
     cat = load_catalog(dataset.write())
     with pytest.raises(ScenarioNotFound, match="'nope' is not in .*; `awm catalog"):
         cat.get("nope")
+
+
+def test_names_that_cannot_be_ids_are_refused_by_name_and_never_merge(dataset: Dataset) -> None:
+    long_name = "Shop " + "x" * 298  # 303 characters
+    for name in ("日本語", "!!!", long_name):
+        dataset.add_scenario(name, name)  # every file names it by its display name
+    cat = load_catalog(dataset.write())
+
+    # the healthy scenarios load; nothing was made of the bad names
+    assert sorted(cat.bundles) == ["quick_notes_personal", "team_notes"]
+    assert "" not in cat.bundles and "" not in cat.excluded
+    empty = [p for p in cat.problems if "its id would be empty" in p.message]
+    for name in ("日本語", "!!!"):  # each reported on its own, in every file, with its line
+        mine = [p for p in empty if p.message.startswith(f"scenario name {name!r} ")]
+        assert {p.file for p in mine} >= {"gen_scenario.jsonl", "gen_envs.jsonl", "gen_tasks.jsonl"}
+        assert all(p.severity is Severity.FATAL and p.line for p in mine)
+    assert len(empty) == len({(p.message, p.file, p.line) for p in empty})
+
+    long_id = "shop_" + "x" * 298
+    assert list(cat.excluded) == [long_id] and long_id not in cat.bundles
+    (first, *_rest) = cat.excluded[long_id]
+    assert first.severity is Severity.FATAL
+    assert first.message == (f"scenario name {long_name[:60]!r}... gives an id of 303 characters, more than 100 "
+                             "(the image name awm/<id> is made from it); shorten it")
+    with pytest.raises(ScenarioNotFound, match="more than 100"):
+        cat.get(long_name)

@@ -27,7 +27,6 @@ failing scenario never stops the others.
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import os
 import threading
@@ -49,10 +48,11 @@ from awm.core.naming import normalise
 from awm.builder.build.render import BuildContext, image_repo, render
 from awm.builder.build.report import BuildResult, ReportWriter, Status
 from awm.builder.build.smoke import SmokeResult, load_record, save_record, smoke_test
-from awm.core.errors import AWMError, BackendUnavailable, ImageBuildError
+from awm.core.errors import AWMError, BackendUnavailable, DatasetError, ImageBuildError, ScenarioNotFound
 from awm.runtime.base import Resources
 from awm.runtime.docker_backend import engine_client, remove_orphans, sandbox_options
 from awm.core.labels import LABEL_RUN_ID, owner_labels
+from awm_server.checkresult import find_result, new_key
 
 __all__ = [
     "BUILD_RUN_PREFIX",
@@ -124,15 +124,28 @@ def reap_leftovers(client: docker.DockerClient) -> list[str]:
 def _check_image(
     client: docker.DockerClient, ctx: BuildContext, image_id: str, timeout_s: float, run_id: str
 ) -> list[str]:
-    """Start the image once with `check`; return its tool names or raise naming the fault."""
-    container = client.containers.run(
+    """Start the image once with `check`; return its tool names or raise naming the fault.
+
+    The key of `awm_server.checkresult` goes in on stdin, never in the arguments or the
+    environment, so only the line `check` itself writes after the import counts.
+    """
+    key = new_key()
+    container = client.containers.create(
         image_id,
-        ["check"],
-        detach=True,
+        ["check", "--key-stdin"],
+        stdin_open=True,
         **sandbox_options(Resources(tmpfs_size="64m"), network=False),
         labels={**owner_labels(run_id, ctx.scenario), _ROLE: "build-check"},
     )
     try:
+        stdin = client.api.attach_socket(str(container.id), params={"stdin": 1, "stream": 1})
+        sock = getattr(stdin, "_sock", stdin)  # the SDK hands out a SocketIO over the socket
+        try:
+            container.start()
+            sock.sendall(f"{key}\n".encode())
+        finally:
+            sock.close()
+            stdin.close()
         try:
             status = container.wait(timeout=timeout_s)
         except requests.exceptions.ConnectionError:  # the SDK's read timeout
@@ -151,8 +164,14 @@ def _check_image(
             detail or f"scenario {ctx.scenario!r}: `check` exited with {status.get('StatusCode')}",
             scenario=ctx.scenario, image=ctx.tag,
         )
-    data: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
-    return list(data["tools"])
+    tools = find_result(stdout, key)
+    if tools is None:
+        raise ImageBuildError(
+            f"scenario {ctx.scenario!r}: `check` exited without reporting the module's tools: the module "
+            "ended the process or took over its output during the import",
+            scenario=ctx.scenario, image=ctx.tag,
+        )
+    return tools
 
 
 def _warnings(result: BuildResult) -> list[str]:
@@ -250,13 +269,11 @@ def build_bundle(
 
         stage = "engine"
         found = None if rebuild else _lookup(client, known, ctx.tag)
-        quarantined = False
         status: Status
         if found is not None:
             status = "cached"
             image_id, size = found
             result.tools = manifest_tools
-            quarantined = _lookup(client, known, f"{repo}:{QUARANTINE_TAG}") == found
         else:
             tools: list[str] | None = None
             if check and checker is not None:
@@ -280,6 +297,10 @@ def build_bundle(
             client.api.tag(image_id, repo, ctx.digest)  # the commit point (module docstring)
             size = int(client.api.inspect_image(image_id)["Size"])
             status = "built"
+        # The mark is on the image, whatever brought it here: a rebuild that gives the same image
+        # (the engine's layer cache) is as quarantined as a cached one, smoke test or not.
+        marked = _lookup(client, known, f"{repo}:{QUARANTINE_TAG}")
+        quarantined = marked is not None and marked[0] == image_id
 
         if smoke:
             stage = "smoke"
@@ -290,7 +311,7 @@ def build_bundle(
             result.smoke = record
             if record is not None and record.status == "failed":
                 quarantined = True
-        elif quarantined:
+        if quarantined and result.smoke is None:
             result.smoke = load_record(image_id)
 
         stage = "engine"
@@ -403,7 +424,9 @@ def select_bundles(
         (id -> problems), so that a report can list them as failed.
 
     Raises:
-        ScenarioNotFound: an `--only` name (not a pattern) that the dataset does not have.
+        ScenarioNotFound: an `--only` name (not a pattern) that the dataset does not have, or
+            a selection that leaves nothing to build.
+        DatasetError: the dataset has no scenario at all.
     """
     for name in only:
         if not any(ch in name for ch in "*?[") and normalise(name) not in catalog.bundles:
@@ -413,6 +436,15 @@ def select_bundles(
     chosen = [sid for sid in ids if (not only or _matches(sid, only)) and not _matches(sid, exclude)]
     if limit is not None:
         chosen = chosen[: max(0, limit)]
+    if not ids:
+        fatal = [str(p) for p in catalog.problems if p.severity is Severity.FATAL]
+        raise DatasetError(f"nothing to build: {catalog.root} has no scenario"
+                           + (f"; first problem: {fatal[0]}" if fatal else ""))
+    if not chosen:
+        raise ScenarioNotFound(
+            f"nothing to build: none of the {len(ids)} scenario(s) of {catalog.root} is left after "
+            f"--only {list(only)}, --exclude {list(exclude)}, --limit {limit}"
+        )
     bundles = [catalog.bundles[sid] for sid in chosen if sid in catalog.bundles]
     excluded = {sid: catalog.excluded[sid] for sid in chosen if sid in catalog.excluded}
     return bundles, excluded

@@ -12,9 +12,15 @@ base image, against each scenario's files:
   per scenario; the child runs the image's own `awm_server` `check` entry point on that
   scenario's files, with a wall-clock limit (the parent kills it on time);
 * the files reach it through a read-only bind mount of a host folder (one sub-folder per
-  request, renamed into place when complete); each result is one JSON line on its stdout,
-  which the host follows. A child's own output goes to files, so a module that prints cannot
-  garble the protocol.
+  request, renamed into place when complete); each result is one JSON line on the parent's
+  stdout, which the host follows.
+
+Nothing the checked module writes is taken for a result. The parent gives each child a random
+key on stdin (read by `check --key-stdin` before the import; `awm_server.checkresult`) and a
+pipe of its own as stdout; it accepts only the line that carries that key, and the exit code.
+The child keeps no other descriptor: not the parent's stdout (the host's channel) nor another
+check's pipe. The parent makes itself non-dumpable, which its children inherit, so a check
+cannot reopen the parent's stdout through /proc/1/fd or read another process's memory.
 
 It needs the engine on this host (bind mounts of host paths); `BatchChecker.supported` says
 whether it is. When the checker container dies (say, the memory limit kills it), pending and
@@ -23,6 +29,7 @@ later checks raise `CheckerUnavailable` and the build falls back to starting eac
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -39,24 +46,31 @@ import docker.errors
 
 from awm.builder.build.render import BuildContext
 from awm.core.errors import AWMError, ImageBuildError
+from awm.core.labels import owner_labels
 from awm.runtime.base import Resources
 from awm.runtime.docker_backend import sandbox_options
-from awm.core.labels import owner_labels
 
 __all__ = ["BatchChecker", "CheckerUnavailable"]
 
 log = logging.getLogger("awm")
 
 _MOUNT = "/awm-check"
-_OUTPUT_TAIL = 64 * 1024
+_OUTPUT_TAIL = 64 * 1024  # of a check's stderr, for the error message
+_RESULT_TAIL = 1024 * 1024  # of its stdout, where the keyed result line is the last
 
 # Runs inside the base image's venv. Pure standard library apart from awm_server itself.
 _ZYGOTE = r'''
-import json, os, signal, sys, time, traceback
+import ctypes, json, os, select, signal, sys, time, traceback
 import awm_server.__main__ as entry
 import awm_server.environment  # noqa: F401  the whole stack: fastapi, sqlalchemy, mcp, ...
+from awm_server.checkresult import find_result, new_key
 ROOT, LIMIT = sys.argv[1], int(sys.argv[2])
-TAIL = %(tail)d
+TAIL, OUT = @TAIL@, @OUT@
+# Not dumpable (PR_SET_DUMPABLE 0), inherited by every fork: /proc/<pid>/fd and the memory of
+# this process and of each check are closed to the others (same uid, no CAP_SYS_PTRACE), so a
+# check cannot reopen this process's stdout (the host's channel) or read another check's key.
+if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:
+    sys.exit("prctl(PR_SET_DUMPABLE, 0) failed: %s" % os.strerror(ctypes.get_errno()))
 
 def tail(path, n):
     try:
@@ -69,14 +83,19 @@ def tail(path, n):
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n"); sys.stdout.flush()
 
-def child(req):
-    out = os.open("/tmp/c%%s.out" %% req, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    err = os.open("/tmp/c%%s.err" %% req, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(out, 1); os.dup2(err, 2)
+def child(req, key, result_w):
+    # stdin: the key (read by `check` before the import); stdout: a pipe to this parent only;
+    # stderr: a file. Nothing else stays open: not the host's channel, not other checks' pipes.
+    os.setpgid(0, 0)
+    key_r, key_w = os.pipe()
+    os.write(key_w, (key + "\n").encode()); os.close(key_w)
+    err = os.open("/tmp/c%s.err" % req, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(key_r, 0); os.dup2(result_w, 1); os.dup2(err, 2)
+    os.closerange(3, 1 << 16)
     sys.stdout = os.fdopen(1, "w", buffering=1); sys.stderr = os.fdopen(2, "w", buffering=1)
     os.environ["AWM_SCENARIO_DIR"] = os.path.join(ROOT, req, "scenario")
     try:
-        code = entry.main(["check"])
+        code = entry.main(["check", "--key-stdin"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -84,22 +103,39 @@ def child(req):
     sys.stdout.flush(); sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 1)
 
+def read_some(state):
+    try:
+        chunk = os.read(state["fd"], 1 << 16)
+    except BlockingIOError:
+        return False
+    state["out"] += chunk
+    del state["out"][:-OUT]
+    return bool(chunk)
+
 running, seen = {}, set()
 emit({"ready": True})
 while True:
-    for pid, (req, deadline) in list(running.items()):
+    fds = {state["fd"]: state for state in running.values()}
+    for fd in (select.select(list(fds), [], [], 0.005)[0] if fds else time.sleep(0.005) or []):
+        read_some(fds[fd])
+    for pid, state in list(running.items()):
         done, status = os.waitpid(pid, os.WNOHANG)
         timed_out = False
-        if not done and time.monotonic() > deadline:
+        if not done and time.monotonic() > state["deadline"]:
             os.kill(pid, signal.SIGKILL); done, status = os.waitpid(pid, 0); timed_out = True
         if done:
             del running[pid]
-            emit({"req": req, "timeout": timed_out,
-                  "code": os.waitstatus_to_exitcode(status),
-                  "stdout": tail("/tmp/c%%s.out" %% req, TAIL), "stderr": tail("/tmp/c%%s.err" %% req, TAIL)})
-            for suffix in ("out", "err"):
-                try: os.unlink("/tmp/c%%s.%%s" %% (req, suffix))
-                except OSError: pass
+            while read_some(state):  # what is left in the pipe; never wait for its end
+                pass
+            os.close(state["fd"])
+            try: os.killpg(pid, signal.SIGKILL)  # anything the module started
+            except OSError: pass
+            req = state["req"]
+            emit({"req": req, "timeout": timed_out, "code": os.waitstatus_to_exitcode(status),
+                  "tools": find_result(state["out"].decode("utf-8", "replace"), state["key"]),
+                  "stderr": tail("/tmp/c%s.err" % req, TAIL)})
+            try: os.unlink("/tmp/c%s.err" % req)
+            except OSError: pass
     if os.path.exists(os.path.join(ROOT, "STOP")) and not running:
         break
     for name in sorted(os.listdir(ROOT), key=lambda n: (len(n), n)):
@@ -113,12 +149,15 @@ while True:
                 timeout = float(f.read())
         except (OSError, ValueError):
             timeout = 60.0
+        key, (result_r, result_w) = new_key(), os.pipe()
         pid = os.fork()
         if pid == 0:
-            child(name)
-        running[pid] = (name, time.monotonic() + timeout)
-    time.sleep(0.005)
-''' % {"tail": _OUTPUT_TAIL}
+            child(name, key, result_w)
+        os.close(result_w)
+        os.set_blocking(result_r, False)
+        running[pid] = {"req": name, "deadline": time.monotonic() + timeout, "key": key, "fd": result_r,
+                        "out": bytearray()}
+'''.replace("@TAIL@", str(_OUTPUT_TAIL)).replace("@OUT@", str(_RESULT_TAIL))
 
 
 class CheckerUnavailable(AWMError):
@@ -259,12 +298,12 @@ class BatchChecker:
             self._pending[req] = future
         partial = self._dir / f"{req}.partial"
         try:
-            for name, data in ctx.files.items():
+            for name, content in ctx.files.items():
                 if not name.startswith("scenario/"):
                     continue
                 path = partial / name
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-                path.write_bytes(data)
+                path.write_bytes(content)
                 path.chmod(0o644)
             (partial / "timeout").write_text(f"{timeout_s:g}")
             for folder in (partial, partial / "scenario"):
@@ -295,31 +334,25 @@ class BatchChecker:
                 detail or f"scenario {ctx.scenario!r}: `check` exited with {code}",
                 scenario=ctx.scenario, image=ctx.tag,
             )
-        stdout = str(data.get("stdout", "")).strip()
-        try:
-            return list(json.loads(stdout.splitlines()[-1])["tools"])
-        except (ValueError, KeyError, IndexError):
+        tools = data.get("tools")
+        if not isinstance(tools, list):  # the zygote found no line carrying this check's key
             raise ImageBuildError(
-                f"scenario {ctx.scenario!r}: `check` printed no tool list: {stdout[-300:]!r}",
+                f"scenario {ctx.scenario!r}: `check` exited without reporting the module's tools: the module "
+                "ended the process or took over its output during the import",
                 scenario=ctx.scenario, image=ctx.tag,
-            ) from None
+            )
+        return [str(t) for t in tools]
 
     def close(self) -> None:
         """Stop the checker container and remove its folder."""
         if self._dir is not None:
-            try:
+            with contextlib.suppress(OSError):
                 (self._dir / "STOP").write_text("")
-            except OSError:
-                pass
         if self._container is not None:
-            try:
+            with contextlib.suppress(Exception):  # still busy or gone: removal below ends it either way
                 self._container.wait(timeout=5)
-            except Exception:  # still busy or gone: removal below ends it either way
-                pass
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 self._container.remove(force=True)
-            except docker.errors.APIError:
-                pass
         if self._reader is not None:
             self._reader.join(timeout=5)
         if self._dir is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import sqlite3
 import tarfile
 import tempfile
@@ -22,7 +23,7 @@ from awm import __version__
 from awm.builder.catalog.models import ScenarioBundle, SeedStats
 from awm.builder.catalog.seed import build_seed
 
-__all__ = ["IMAGE_REPO_PREFIX", "BuildContext", "image_repo", "render"]
+__all__ = ["IMAGE_REPO_PREFIX", "BuildContext", "dockerfile_word", "image_repo", "render"]
 
 IMAGE_REPO_PREFIX = "awm/"
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -30,6 +31,21 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 def image_repo(scenario_id: str) -> str:
     return f"{IMAGE_REPO_PREFIX}{scenario_id}"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def dockerfile_word(value: str) -> str:
+    r"""`value` as one double-quoted Dockerfile word that the builder reads back unchanged.
+
+    Inside double quotes the builder expands `$VAR` and `${VAR}` and drops the backslash of
+    `\\`, `\"` and `\$` only, so those three are escaped and everything else is literal (JSON's
+    `\u003c` escapes would stay in the label as typed). A line break would end the instruction:
+    control characters become spaces.
+    """
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return '"' + _CONTROL.sub(" ", escaped) + '"'
 
 
 @dataclass
@@ -156,5 +172,6 @@ def render(
         "awm.seed.failed-statements": str(len(stats.failed)),
     }
     env = jinja2.Environment(keep_trailing_newline=True, autoescape=False, undefined=jinja2.StrictUndefined)
+    env.filters["label"] = dockerfile_word
     files["Dockerfile"] = env.from_string(template).render(base_image=base_image, labels=labels).encode()
     return BuildContext(scenario=bundle.id, digest=digest, files=files, seed_stats=stats, manifest=manifest)

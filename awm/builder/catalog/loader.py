@@ -34,7 +34,7 @@ from awm.builder.catalog.models import (
     VerifierFlavour,
     VerifierRecord,
 )
-from awm.core.naming import normalise
+from awm.core.naming import invalid_scenario_id, normalise
 from awm.builder.catalog.routes import parse, read_routes
 from awm.builder.catalog.seed import build_seed
 from awm.core.errors import DatasetError, ScenarioNotFound, SeedError
@@ -194,7 +194,15 @@ class _Loader:
         p = Problem(severity=severity, message=message, scenario=scenario, file=file, line=line)
         (self.by_scenario.setdefault(scenario, []) if scenario else self.problems).append(p)
 
-    def _see_name(self, raw: str) -> str:
+    def _see_name(self, raw: str, file: str, line: int) -> str | None:
+        """The id of a name seen in a row; None (reported) when the name cannot be a scenario."""
+        why = invalid_scenario_id(raw)
+        if why is not None:
+            sid = normalise(raw)
+            # An empty id would merge every such name into one scenario: report the row alone.
+            # A long one is its own scenario, excluded with the reason.
+            self.problem(Severity.FATAL, why, sid or None, file, line)
+            return None
         sid = normalise(raw)
         # Prefer a display name ("SurveyMonkey Apply") over a normalised one.
         if sid not in self.names or self.names[sid] == sid:
@@ -211,7 +219,9 @@ class _Loader:
         found: dict[str, _Row[R]] = {}
         line_problems: list[Problem] = []
         for row in _read_jsonl(path, model, line_problems):
-            sid = self._see_name(getattr(row.record, key))
+            sid = self._see_name(getattr(row.record, key), file, row.line)
+            if sid is None:
+                continue
             if sid in found:
                 self.problem(
                     Severity.WARNING,
@@ -235,7 +245,9 @@ class _Loader:
             line_problems: list[Problem] = []
             for row in _read_jsonl(path, VerifierRecord, line_problems):
                 rec = row.record
-                sid = self._see_name(rec.scenario)
+                sid = self._see_name(rec.scenario, file, row.line)
+                if sid is None:
+                    continue
                 fn = verifier_function(rec.verification.code)
                 if fn is None:
                     self.problem(

@@ -1,4 +1,4 @@
-"""Run a generated environment module in a throwaway container and call its tools.
+"""Run generated code in throwaway containers: a module's tools, and verifiers.
 
 Generated modules are untrusted and need the environment stack (fastapi, sqlalchemy), which the
 host tool does not install. So each probe is one container of the base image (`awm/base:<v>`,
@@ -6,6 +6,10 @@ which has the stack and `awm_server`) running `python -m awm_server probe` (see
 `awm_server.probe`): no network, read-only root, a tmpfs for scratch, no capabilities, uid 10001,
 memory and pids limits, a wall-clock timeout. The module, the seed and the calls are mounted
 read-only; results (and databases the caller wants back) come out through a second mount.
+
+Generated verifiers run the same way (`verify`: `python -m awm_server probe-verifiers`), each in
+the image's own verifier sandbox with its limits, in a container that imports no module: no
+generated code ever runs in this process.
 
 Containers carry the runtime's owner labels (run id `gen-...`) and `awm.role=synth-probe`:
 those of a run that was killed are removed by the next run on the host (`reap_probe_leftovers`)
@@ -28,10 +32,10 @@ import requests
 from pydantic import BaseModel, Field
 
 from awm.builder.build.base_image import ensure_base_image
-from awm.core.errors import BackendUnavailable, SynthesisError
+from awm.core.errors import SynthesisError
+from awm.core.labels import LABEL_ROLE, owner_labels
 from awm.runtime.base import Resources
 from awm.runtime.docker_backend import engine_client, remove_orphans, sandbox_options
-from awm.core.labels import owner_labels
 
 __all__ = [
     "PROBE_ROLE",
@@ -40,13 +44,14 @@ __all__ = [
     "ProbeResult",
     "ProbeRun",
     "Prober",
+    "VerifierJob",
+    "VerifierVerdict",
     "reap_probe_leftovers",
 ]
 
 log = logging.getLogger("awm")
 
 PROBE_ROLE = "synth-probe"
-_ROLE = "awm.role"
 _LOG_TAIL = 3000
 
 
@@ -85,15 +90,38 @@ class ProbeResult(BaseModel):
         return [c for c in self.calls if c.run == run]
 
 
+class VerifierJob(BaseModel):
+    """One verifier call: `function(initial, final[, final_answer])` on databases named in `files`."""
+
+    id: str
+    code: str
+    function: str
+    initial: str  # a key of the files given to `verify`
+    final: str
+    final_answer: str | None = None
+    pass_answer: bool = True  # the code flavour takes the final answer; the sql flavour does not
+    timeout_s: float = 30.0
+
+
+class VerifierVerdict(BaseModel):
+    """What a verifier returned, or the error that stopped it."""
+
+    value: Any = None
+    error: str | None = None
+    traceback: str | None = None
+
+
 class Prober(Protocol):
-    """Something that can run a module's tools; `DockerProber` is the one to use."""
+    """Runs generated code in a sandbox: a module's tools, and verifiers. `DockerProber` is one."""
 
     def probe(self, scenario: str, code: str, seed: Path, runs: list[ProbeRun], out_dir: Path) -> ProbeResult: ...
+
+    def verify(self, scenario: str, jobs: list[VerifierJob], files: dict[str, Path]) -> dict[str, VerifierVerdict]: ...
 
 
 def reap_probe_leftovers(client: docker.DockerClient) -> list[str]:
     """Remove probe containers whose owning process on this host is gone (a killed run)."""
-    return remove_orphans(client, [f"{_ROLE}={PROBE_ROLE}"])
+    return remove_orphans(client, [f"{LABEL_ROLE}={PROBE_ROLE}"])
 
 
 class DockerProber:
@@ -149,7 +177,7 @@ class DockerProber:
             for path in (src, *src.iterdir()):
                 path.chmod(0o755 if path.is_dir() else 0o644)
             dst.chmod(0o777)
-            result = self._run(scenario, src, dst)
+            result = self._run(scenario, ["probe", "--tool-timeout", f"{self.tool_timeout_s:g}"], src, dst)
             for line in _lines(dst / "results.jsonl"):
                 kind = line.get("kind")
                 if kind == "tools":
@@ -168,16 +196,46 @@ class DockerProber:
             result.error = f"the probe produced no result: {_last_line(result.log_tail)}"
         return result
 
-    def _run(self, scenario: str, src: Path, dst: Path) -> ProbeResult:
+    def verify(self, scenario: str, jobs: list[VerifierJob], files: dict[str, Path]) -> dict[str, VerifierVerdict]:
+        """Run each job in the image's verifier sandbox, in one container; verdicts by job id.
+
+        `files` maps the file names the jobs use (`seed.db`) to databases on this host, copied
+        in read-only.
+        Never raises for the verifiers' faults: a job that gave nothing has an error verdict.
+
+        Raises:
+            SynthesisError: the engine refused to run the container.
+        """
+        if not jobs:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="awm-probe-host-") as tmp:
+            src, dst = Path(tmp) / "in", Path(tmp) / "out"
+            src.mkdir()
+            dst.mkdir()
+            for name, path in files.items():
+                if Path(name).name != name or name == "verifiers.json":
+                    raise ValueError(f"verifier file name {name!r}: a plain file name other than verifiers.json")
+                shutil.copyfile(path, src / name)
+            (src / "verifiers.json").write_text(json.dumps({"jobs": [j.model_dump() for j in jobs]}))
+            for path in (src, *src.iterdir()):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            dst.chmod(0o777)
+            result = self._run(scenario, ["probe-verifiers"], src, dst)
+            lines = {str(line.get("id")): line for line in _lines(dst / "verdicts.jsonl")}
+        why = result.error or f"the verifier container exited with {result.exit_code}: {_last_line(result.log_tail)}"
+        return {j.id: VerifierVerdict.model_validate(lines[j.id]) if j.id in lines
+                else VerifierVerdict(error=f"no verdict: {why}") for j in jobs}
+
+    def _run(self, scenario: str, command: list[str], src: Path, dst: Path) -> ProbeResult:
         result = ProbeResult()
         try:
             container = self.client.containers.run(
                 self.image,
-                ["probe", "--dir", "/x", "--out", "/y", "--tool-timeout", f"{self.tool_timeout_s:g}"],
+                [command[0], "--dir", "/x", "--out", "/y", *command[1:]],
                 detach=True,
                 **sandbox_options(Resources(memory=self.memory), network=False),
                 volumes={str(src): {"bind": "/x", "mode": "ro"}, str(dst): {"bind": "/y", "mode": "rw"}},
-                labels={**owner_labels(self.run_id, scenario), _ROLE: PROBE_ROLE},
+                labels={**owner_labels(self.run_id, scenario), LABEL_ROLE: PROBE_ROLE},
             )
         except docker.errors.DockerException as exc:
             raise SynthesisError(f"scenario {scenario!r}: cannot start the probe container: {exc}",

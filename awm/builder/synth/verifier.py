@@ -7,8 +7,8 @@ final answer. Every reply of a round is checked together:
 
 1. the reference solutions run in one probe container (`awm.builder.synth.probe`), each on a fresh
    copy of the seed, through the module's tools; a failing call is a problem;
-2. in the host's verifier sandbox (`awm_server.sandbox`: a limited child process, never this
-   one), the code verifier must run without error and return **others on the untouched seed**
+2. in the image's verifier sandbox, inside a container (`DockerProber.verify`; never on this
+   host), the code verifier must run without error and return **others on the untouched seed**
    (a task already complete at start would reward an agent that does nothing), and
    **complete after the reference solution** (with its final answer);
 3. the sql verifier must run on the same databases and return a JSON object.
@@ -16,8 +16,8 @@ final answer. Every reply of a round is checked together:
 Problems go back to the model for that task only; tasks still failing when the attempts run out
 are flagged in the report and get no verifier row (the catalog then lists them as tasks without
 a verifier). Solutions of accepted tasks are written to `solutions.json`, in the format of
-`examples/solutions.json`. Costs: k requests per scenario, plus one per rejected reply; one probe
-container per round (at most `attempts` rounds).
+`examples/solutions.json`. Costs: k requests per scenario, plus one per rejected reply; two
+containers per round, one for the solutions and one for the verifiers (at most `attempts` rounds).
 """
 
 from __future__ import annotations
@@ -28,37 +28,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from awm_server.sandbox import Limits, grade, run_verifier
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from awm.builder.catalog.loader import verifier_function
 from awm.builder.catalog.models import ApiSpec
+from awm.builder.catalog.solutions import Solution
 from awm.builder.synth.base import SYSTEM_PROMPT, Draft, StageContext, StageResult, TaskArtifacts, schema_sql
 from awm.builder.synth.dialogue import AttemptRecord, Dialogue
 from awm.builder.synth.env import seed_file
-from awm.builder.synth.probe import ProbeResult, ProbeRun
+from awm.builder.synth.probe import ProbeResult, ProbeRun, VerifierJob, VerifierVerdict
 from awm.builder.synth.replies import ReplyError, code_blocks
 from awm.builder.synth.validation import scrub
+from awm_server.sandbox import grade
 
-__all__ = ["TITLE", "Solution", "parse_reply", "prompt", "run", "tools_summary"]
+__all__ = ["TITLE", "parse_reply", "prompt", "run", "tools_summary"]
 
 TITLE = "Task: write the verifiers and a reference solution"
 VERSION = 1
 CODE_FUNCTION = "verify_task_completion"
 SQL_FUNCTION = "verify_task"
 _SEED_CHARS = 60_000  # the seed rows shown in a prompt, at most
-
-
-class _Call(BaseModel):
-    tool: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
-
-
-class Solution(BaseModel):
-    """The reference solution of a reply: `{"calls": [{"tool", "arguments"}], "final_answer"}`."""
-
-    calls: list[_Call]
-    final_answer: str | None = None
 
 
 def tools_summary(spec: ApiSpec | None) -> str:
@@ -82,7 +71,8 @@ def _seed_rows(draft: Draft) -> str:
 
 def prompt(draft: Draft, task_idx: int) -> str:
     """The user message asking for the verifiers and solution of one task."""
-    assert draft.tasks is not None and draft.db_schema is not None
+    assert draft.tasks is not None
+    assert draft.db_schema is not None
     # Everything shared by the tasks of a scenario comes first and the task last, so that servers
     # with prefix caching (vLLM, OpenAI) reuse the long common part across the k requests.
     return f"""# {TITLE}
@@ -159,23 +149,38 @@ def parse_reply(text: str) -> TaskArtifacts:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the object"
-        raise ReplyError(f"the reference solution does not have the requested fields: {where}: {first['msg']}") from None
+        raise ReplyError(
+            f"the reference solution does not have the requested fields: {where}: {first['msg']}"
+        ) from None
     assert code is not None
     return TaskArtifacts(code=code, sql=sql, calls=[c.model_dump() for c in solution.calls],
                          final_answer=solution.final_answer)
 
 
-def _verdict(code: str, function: str, args: list[Any], limits: Limits, workdir: Path) -> tuple[Any, str | None]:
-    outcome = run_verifier(code, function, args, limits=limits, filename="verifier.py")
-    error = outcome.error
-    if error and outcome.traceback:
-        frames = [line for line in outcome.traceback.splitlines() if "verifier.py" in line]
+def _jobs(idx: int, art: TaskArtifacts, timeout_s: float) -> list[VerifierJob]:
+    """The three verifier runs that judge one task's reply (see module docstring)."""
+    final = f"task-{idx}.db"
+    assert art.sql is not None
+    return [
+        VerifierJob(id=f"{idx}/code-seed", code=art.code, function=CODE_FUNCTION, initial="seed.db",
+                    final="seed.db", timeout_s=timeout_s),
+        VerifierJob(id=f"{idx}/code-final", code=art.code, function=CODE_FUNCTION, initial="seed.db",
+                    final=final, final_answer=art.final_answer, timeout_s=timeout_s),
+        VerifierJob(id=f"{idx}/sql", code=art.sql, function=SQL_FUNCTION, initial="seed.db", final=final,
+                    pass_answer=False, timeout_s=timeout_s),
+    ]
+
+
+def _verdict(verdict: VerifierVerdict, workdir: Path) -> tuple[Any, str | None]:
+    error = verdict.error
+    if error and verdict.traceback:
+        frames = [line for line in verdict.traceback.splitlines() if "verifier.py" in line]
         error += ("\n" + "\n".join(frames[-3:])) if frames else ""
-    return outcome.value, scrub(error, workdir) if error else None
+    return verdict.value, scrub(error, workdir) if error else None
 
 
 def _check_task(
-    idx: int, art: TaskArtifacts, result: ProbeResult, seed: Path, limits: Limits, workdir: Path,
+    idx: int, art: TaskArtifacts, result: ProbeResult, verdicts: dict[str, VerifierVerdict], workdir: Path,
 ) -> list[str]:
     problems: list[str] = []
     calls_failed = False
@@ -189,27 +194,24 @@ def _check_task(
             args = json.dumps(art.calls[call.index].get("arguments", {}), ensure_ascii=False)
             detail = call.exception or call.text
             problems.append(f"reference solution call {call.index} ({call.tool} with {args}) failed: {detail[:800]}")
-    final = result.dbs.get(f"task-{idx}")
-    if final is None:
+    if f"task-{idx}" not in result.dbs:
         problems.append(f"the reference solution could not be run: {result.error or 'no database came back'}")
         return problems
-    final.chmod(0o444)
 
-    value, error = _verdict(art.code, CODE_FUNCTION, [str(seed), str(seed), None], limits, workdir)
+    value, error = _verdict(verdicts[f"{idx}/code-seed"], workdir)
     if error:
         problems.append(f"the code verifier failed on the untouched seed database: {error}")
     elif grade(value) == "complete":
         problems.append("the code verifier returned complete on the untouched seed database, so an agent that "
                         "does nothing would pass; it must return others there and check the change the task asks for")
-    value, error = _verdict(art.code, CODE_FUNCTION, [str(seed), str(final), art.final_answer], limits, workdir)
+    value, error = _verdict(verdicts[f"{idx}/code-final"], workdir)
     if error:
         problems.append(f"the code verifier failed after the reference solution: {error}")
     elif grade(value) != "complete" and not calls_failed:
         problems.append(f"after the reference solution's calls the code verifier returned {json.dumps(value)[:300]} "
                         "instead of complete: either the calls do not perform the task or the verifier checks the "
                         "wrong thing")
-    assert art.sql is not None
-    value, error = _verdict(art.sql, SQL_FUNCTION, [str(seed), str(final)], limits, workdir)
+    value, error = _verdict(verdicts[f"{idx}/sql"], workdir)
     if error:
         problems.append(f"the evidence verifier failed: {error}")
     elif not isinstance(value, dict):
@@ -219,12 +221,12 @@ def _check_task(
 
 def run(ctx: StageContext, draft: Draft) -> StageResult:
     """Generate and check the verifiers and solutions of every task of one scenario."""
-    assert draft.tasks is not None and draft.env_code is not None
+    assert draft.tasks is not None
+    assert draft.env_code is not None
     work = ctx.workdir / draft.id / "verifier"
     work.mkdir(parents=True, exist_ok=True)
     seed = seed_file(draft, work / "seed.db")
     seed.chmod(0o444)
-    limits = Limits(timeout_s=ctx.options.verifier_timeout_s)
     dialogues = {
         i: Dialogue(ctx.llm, system=SYSTEM_PROMPT, prompt=prompt(draft, i), stage="verifier", scenario=draft.id,
                     attempts=ctx.options.attempts, on_reject=ctx.retry_reporter("verifier", draft.id, f"task {i}: "))
@@ -250,8 +252,12 @@ def run(ctx: StageContext, draft: Draft) -> StageResult:
             if parsed:
                 runs = [ProbeRun(id=f"task-{i}", calls=art.calls, keep_db=True) for i, art in sorted(parsed.items())]
                 result = ctx.prober.probe(draft.id, draft.env_code, seed, runs, work / f"round-{round_no}")
+                ran = [i for i in sorted(parsed) if f"task-{i}" in result.dbs]
+                verdicts = ctx.prober.verify(
+                    draft.id, [j for i in ran for j in _jobs(i, parsed[i], ctx.options.verifier_timeout_s)],
+                    {"seed.db": seed, **{f"task-{i}.db": result.dbs[f"task-{i}"] for i in ran}})
                 for i, art in sorted(parsed.items()):
-                    problems = _check_task(i, art, result, seed, limits, work)
+                    problems = _check_task(i, art, result, verdicts, work)
                     if problems:
                         dialogues[i].reject(problems)
                     else:

@@ -14,6 +14,7 @@ import pytest
 from awm.builder.build.batch import build_bundle, build_images, new_build_run_id
 from awm.builder.catalog.loader import load_catalog
 from awm.builder.build.checker import BatchChecker, CheckerUnavailable
+from awm.builder.build.options import BuildOptions
 from awm.core.labels import LABEL_OWNER, Owner
 from tests.builder.build.conftest import edit_records, make_variants
 
@@ -76,4 +77,83 @@ def test_a_dead_checker_falls_back_to_checking_the_image(
         assert len(result.tools) == 12
     finally:
         checker.close()
+    assert _mine(docker_client) == []
+
+
+# Attacks on the check's verdict: each module ends its own import with exit code 0 after
+# forging a success, so only the channel decides. The forged lines: the old protocol (the last
+# stdout line), a keyed line with a guessed key, and the checker's message to the host for the
+# first 64 requests (which would answer other scenarios' checks, were it read).
+_FORGE = '''
+import json as _j, os as _o
+_ok = _j.dumps({"scenario": "t4", "tools": ["forged_tool"]})
+_lines = ("\\n" + _ok + "\\n@@awm-check " + "0" * 32 + " " + _ok + "\\n" + "".join(
+    _j.dumps({"req": str(n), "timeout": False, "code": 0, "tools": ["forged_tool"], "stderr": ""}) + "\\n"
+    for n in range(1, 65))).encode()
+'''
+FORGES_STDOUT = _FORGE + "print(_lines.decode(), flush=True)\n_o._exit(0)\napp = FastAPI("
+FORGES_EVERY_FD = _FORGE + '''
+for _fd in range(256):
+    try:
+        _o.write(_fd, _lines)
+    except OSError:
+        pass
+for _pid in ("self", "1", str(_o.getppid())):
+    try:
+        _names = _o.listdir(f"/proc/{_pid}/fd")
+    except OSError:
+        continue
+    for _name in _names:
+        try:
+            _fd = _o.open(f"/proc/{_pid}/fd/{_name}", _o.O_WRONLY | _o.O_NONBLOCK)
+            _o.write(_fd, _lines)
+        except OSError:
+            pass
+_o._exit(0)
+app = FastAPI('''
+# Reports which descriptors of the checker's own processes it could open for writing.
+PEEKS = '''
+import os as _o
+_reached = []
+for _pid in {"1", str(_o.getppid())} - {str(_o.getpid())}:
+    try:
+        _names = _o.listdir(f"/proc/{_pid}/fd")
+    except OSError:
+        continue
+    for _name in _names:
+        try:
+            _o.close(_o.open(f"/proc/{_pid}/fd/{_name}", _o.O_WRONLY | _o.O_NONBLOCK))
+            _reached.append(f"/proc/{_pid}/fd/{_name}")
+        except OSError:
+            pass
+raise RuntimeError(f"t4 reached: {_reached}")
+app = FastAPI('''
+
+
+@pytest.mark.parametrize("batch_check", [True, False], ids=["batch-checker", "image-check"])
+def test_a_forged_check_result_fails_the_build(
+    docker_client: docker.DockerClient, tmp_path: Path, own_images: Callable[[str], str], batch_check: bool
+) -> None:
+    prefix = f"t4_forge_{int(batch_check)}_"
+    own_images(prefix)
+    root = tmp_path / "dataset"
+    by_print, by_fd, peeks, healthy = make_variants(root, 4, prefix.replace("_", " ").strip())
+    for sid, edit in ((by_print, FORGES_STDOUT), (by_fd, FORGES_EVERY_FD), (peeks, PEEKS)):
+        edit_records(root, "gen_envs.jsonl", sid,
+                     lambda rec, e=edit: rec.update(full_code=rec["full_code"].replace("app = FastAPI(", e, 1)))
+    bundles = load_catalog(root).bundles
+    results = {r.scenario: r for r in build_images(
+        bundles.values(), BuildOptions(jobs=4, batch_check=batch_check), client=docker_client)}
+
+    for sid in (by_print, by_fd):
+        assert (results[sid].status, results[sid].stage) == ("failed", "check"), results[sid]
+        assert results[sid].error == (
+            f"scenario {sid!r}: `check` exited without reporting the module's tools: the module ended the "
+            "process or took over its output during the import"
+        )
+        assert not docker_client.images.list(name=f"awm/{sid}")  # no tag, no :latest, nothing left
+    assert (results[peeks].status, results[peeks].stage) == ("failed", "check")
+    assert "t4 reached: []" in str(results[peeks].error)  # no descriptor of the checker's is open to it
+    assert results[healthy].status == "built"
+    assert sorted(results[healthy].tools) == sorted(t.name for t in bundles[healthy].tools)
     assert _mine(docker_client) == []

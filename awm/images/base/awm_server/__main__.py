@@ -6,6 +6,7 @@
     info                                    print the manifest as JSON
     check                                   import the module and list its tools (build check)
     probe --dir D --out O                   call a module's tools on a scratch seed (awm gen)
+    probe-verifiers --dir D --out O         run verifiers in the verifier sandbox (awm gen)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from awm_server.checkresult import read_key, write_result
 from awm_server.settings import Settings
 
 # httpx imports its command-line client whenever click, rich and pygments are installed (they
@@ -78,16 +80,27 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--flavour", choices=["code", "sql"], default="code")
     sub.add_parser("tasks", help="print the tasks")
     sub.add_parser("info", help="print the manifest")
-    sub.add_parser("check", help="import the environment module and list its tools")
+    check_cmd = sub.add_parser("check", help="import the environment module and list its tools")
+    check_cmd.add_argument("--key-stdin", action="store_true",
+                           help="read a key line from stdin first; report one keyed line (see checkresult)")
     probe_cmd = sub.add_parser("probe", help="call a module's tools on a scratch copy of a seed")
     probe_cmd.add_argument("--dir", type=Path, required=True, help="holds env.py, seed.db, runs.json")
     probe_cmd.add_argument("--out", type=Path, required=True, help="writable: results.jsonl, kept dbs")
     probe_cmd.add_argument("--tool-timeout", type=float, default=10.0)
+    verifiers_cmd = sub.add_parser("probe-verifiers", help="run verifier jobs in the verifier sandbox (awm gen)")
+    verifiers_cmd.add_argument("--dir", type=Path, required=True, help="holds verifiers.json and the databases")
+    verifiers_cmd.add_argument("--out", type=Path, required=True, help="writable: verdicts.jsonl")
     args = parser.parse_args(argv)
+    # Before anything of the scenario runs: the module must not find the key (checkresult).
+    check_key = read_key() if args.command == "check" and args.key_stdin else None
     if args.command == "probe":  # needs no scenario directory: it brings its own files
         from awm_server.probe import probe as run_probe
 
         return run_probe(args.dir, args.out, tool_timeout_s=args.tool_timeout)
+    if args.command == "probe-verifiers":
+        from awm_server.probe import run_verifiers
+
+        return run_verifiers(args.dir, args.out)
     settings = Settings.from_env()
     command = args.command or "serve"
 
@@ -131,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleImportError as exc:
         return _fail(str(exc))
     if command == "check":
-        print(json.dumps({"scenario": env.scenario, "tools": [t.name for t in env.mcp.tools]}))
+        listed = {"scenario": env.scenario, "tools": [t.name for t in env.mcp.tools]}
+        if check_key is None:
+            print(json.dumps(listed))
+        else:
+            write_result(check_key, listed)
         return 0
 
     app = create_app(env)

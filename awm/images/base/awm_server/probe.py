@@ -34,7 +34,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["describe_exception", "probe"]
+__all__ = ["describe_exception", "probe", "run_verifiers"]
 
 _STATUS = re.compile(r"Status code: (\d{3})\b")
 _TEXT_CHARS = 1500
@@ -147,4 +147,29 @@ def probe(directory: Path, out_dir: Path, *, tool_timeout_s: float = 10.0) -> in
             asyncio.run(_run_all(directory, out_dir, work, out, tool_timeout_s))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def run_verifiers(directory: Path, out_dir: Path) -> int:
+    """Run each verifier job of `directory/verifiers.json` in the verifier sandbox; write `out_dir/verdicts.jsonl`.
+
+        {"jobs": [{"id", "code", "function", "initial", "final", "final_answer", "pass_answer", "timeout_s"}]}
+
+    `initial` and `final` name database files in `directory`. Each job runs in
+    `awm_server.sandbox` with the image's verifier limits, as `/_awm/verify` runs it; no
+    environment module is imported in this process, so none can touch the verdicts. One line
+    per job: `{"id", "value", "error", "traceback"}`.
+    """
+    from awm_server.sandbox import Limits, run_verifier
+
+    jobs = json.loads((directory / "verifiers.json").read_text())["jobs"]
+    with (out_dir / "verdicts.jsonl").open("w") as out:
+        for job in jobs:
+            args: list[Any] = [str(directory / job["initial"]), str(directory / job["final"])]
+            if job.get("pass_answer", True):
+                args.append(job.get("final_answer"))
+            outcome = run_verifier(job["code"], job["function"], args, filename="verifier.py",
+                                   limits=Limits(timeout_s=float(job["timeout_s"])))
+            _emit(out, {"id": job["id"], "value": outcome.value, "error": outcome.error,
+                        "traceback": outcome.traceback})
     return 0
