@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import docker
 import pytest
+
+from tests.helpers import remove_scenario_images
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -29,3 +31,21 @@ def docker_client() -> Iterator[docker.DockerClient]:
         pytest.skip(message)
     yield client
     client.close()
+
+
+@pytest.fixture
+def own_images(docker_client: docker.DockerClient) -> Iterator[Callable[[str], str]]:
+    """Register a scenario id prefix; every image of it is removed when the test ends.
+
+    Tests that build crafted scenarios use it; the examples' own images are shared and stay.
+    """
+    prefixes: list[str] = []
+
+    def register(prefix: str) -> str:
+        remove_scenario_images(docker_client, prefix)  # leftovers of an earlier, killed run
+        prefixes.append(prefix)
+        return prefix
+
+    yield register
+    for prefix in prefixes:
+        remove_scenario_images(docker_client, prefix)

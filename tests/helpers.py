@@ -11,6 +11,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import docker
+import docker.errors
+
+from awm.builder.build.smoke import record_path
 from awm.core.naming import normalise
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -42,6 +46,22 @@ def derive_dataset(
             out.append(json.dumps(rec))
         (dest / path.name).write_text("\n".join(out) + "\n")
     return dest
+
+
+def remove_scenario_images(client: docker.DockerClient, prefix: str) -> int:
+    """Remove every image whose `awm.scenario` label starts with `prefix` (all its tags, and
+    untagged ones a failed build left), with their smoke records; returns how many went."""
+    removed = 0
+    for item in client.api.images(filters={"label": "awm.scenario"}):
+        if not (item.get("Labels") or {}).get("awm.scenario", "").startswith(prefix):
+            continue
+        try:
+            client.api.remove_image(item["Id"], force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass
+        record_path(item["Id"]).unlink(missing_ok=True)
+    return removed
 
 
 def import_env_module(code: str, database_url: str, name: str, monkeypatch: Any) -> ModuleType:

@@ -4,7 +4,7 @@ that crashes on import; a tool whose handler hangs. The server reports each and 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -14,7 +14,7 @@ from awm.builder.build.batch import BuildResult, build_bundle, build_images
 from awm.builder.catalog.loader import load_catalog
 from awm.runtime.env import Env
 from awm.core.errors import EnvStartTimeout
-from tests.helpers import derive_dataset
+from tests.helpers import derive_dataset, remove_scenario_images
 
 pytestmark = pytest.mark.docker
 
@@ -50,7 +50,7 @@ def _with_slow_route(code: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def faulty_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+def faulty_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildResult]:
     root = derive_dataset(
         tmp_path_factory.mktemp("faulty"),
         "pantrypal_recipe_planner",
@@ -60,7 +60,8 @@ def faulty_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.Te
     )
     (result,) = build_images(load_catalog(root).bundles.values(), client=docker_client)
     assert result.status in ("built", "cached"), result.error
-    return result
+    yield result
+    remove_scenario_images(docker_client, result.scenario)
 
 
 def test_misbehaving_verifiers_give_error_results(faulty_image: BuildResult, start_env: Callable[..., Env]) -> None:
@@ -92,8 +93,9 @@ def test_hanging_tool_times_out_as_tool_error(faulty_image: BuildResult, start_e
 
 
 def test_module_crashing_on_import_fails_the_build_with_its_exception(
-    docker_client: docker.DockerClient, tmp_path: Path
+    docker_client: docker.DockerClient, tmp_path: Path, own_images: Callable[[str], str]
 ) -> None:
+    own_images("broken_desk_test")
     root = derive_dataset(
         tmp_path / "broken",
         "acme_helpdesk_support_tickets",
@@ -115,8 +117,9 @@ def test_module_crashing_on_import_fails_the_build_with_its_exception(
 
 
 def test_module_crashing_on_import_fails_the_start_with_its_log(
-    docker_client: docker.DockerClient, tmp_path: Path, start_env: Callable[..., Env]
+    docker_client: docker.DockerClient, tmp_path: Path, start_env: Callable[..., Env], own_images: Callable[[str], str]
 ) -> None:
+    own_images("broken_start_test")
     root = derive_dataset(
         tmp_path / "broken",
         "acme_helpdesk_support_tickets",
@@ -137,7 +140,10 @@ def test_module_crashing_on_import_fails_the_start_with_its_log(
     assert docker_client.containers.list(all=True, filters={"ancestor": result.tag}) == []  # nothing left
 
 
-def test_module_blocking_at_import_fails_the_build_in_time(docker_client: docker.DockerClient, tmp_path: Path) -> None:
+def test_module_blocking_at_import_fails_the_build_in_time(
+    docker_client: docker.DockerClient, tmp_path: Path, own_images: Callable[[str], str]
+) -> None:
+    own_images("blocking_desk_test")
     root = derive_dataset(
         tmp_path / "blocking",
         "acme_helpdesk_support_tickets",

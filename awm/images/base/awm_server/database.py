@@ -60,6 +60,11 @@ class WorkingDatabase:
         src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
         dst = sqlite3.connect(dst_path, timeout=2.0)
         try:
+            # Python's backup() retries a locked destination forever; taking the write lock
+            # first turns a connection stuck in a transaction into OperationalError after the
+            # busy timeout, which reset() answers by releasing the app's connections.
+            dst.execute("BEGIN IMMEDIATE")
+            dst.execute("ROLLBACK")
             src.backup(dst)
         finally:
             dst.close()
