@@ -220,14 +220,20 @@ class DockerProber:
             for path in (src, *src.iterdir()):
                 path.chmod(0o755 if path.is_dir() else 0o644)
             dst.chmod(0o777)
-            result = self._run(scenario, ["probe-verifiers"], src, dst)
+            # Jobs run one after another, each within its own timeout: the container gets their sum.
+            timeout_s = max(self.timeout_s, sum(j.timeout_s for j in jobs) + 30)
+            result = self._run(scenario, ["probe-verifiers"], src, dst, timeout_s)
             lines = {str(line.get("id")): line for line in _lines(dst / "verdicts.jsonl")}
-        why = result.error or f"the verifier container exited with {result.exit_code}: {_last_line(result.log_tail)}"
+        why = (f"the verifier container did not finish within {timeout_s:g}s" if result.error
+               else f"the verifier container exited with {result.exit_code}: {_last_line(result.log_tail)}")
         return {j.id: VerifierVerdict.model_validate(lines[j.id]) if j.id in lines
                 else VerifierVerdict(error=f"no verdict: {why}") for j in jobs}
 
-    def _run(self, scenario: str, command: list[str], src: Path, dst: Path) -> ProbeResult:
+    def _run(
+        self, scenario: str, command: list[str], src: Path, dst: Path, timeout_s: float | None = None
+    ) -> ProbeResult:
         result = ProbeResult()
+        timeout_s = timeout_s or self.timeout_s
         try:
             container = self.client.containers.run(
                 self.image,
@@ -242,10 +248,10 @@ class DockerProber:
                                  scenario=scenario, image=self.image) from exc
         try:
             try:
-                status = container.wait(timeout=self.timeout_s)
+                status = container.wait(timeout=timeout_s)
                 result.exit_code = int(status.get("StatusCode", -1))
             except requests.exceptions.ConnectionError:  # the SDK's read timeout
-                result.error = f"the probe did not finish within {self.timeout_s:g}s (a tool or the import hangs)"
+                result.error = f"the probe did not finish within {timeout_s:g}s (a tool or the import hangs)"
                 container.kill()
             result.log_tail = container.logs(stdout=True, stderr=True).decode(errors="replace")[-_LOG_TAIL:]
         finally:
