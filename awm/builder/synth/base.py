@@ -57,8 +57,13 @@ class GenOptions(BaseModel):
     tasks: int = 10  # tasks per scenario
     attempts: int = 3  # replies per request, the first included
     jobs: int = 4  # scenarios worked on at once
-    # Near-duplicate thresholds (see builder.synth.dedupe).
-    embedding_threshold: float = 0.9
+    # Failing DDL/index or INSERT statements a scenario may keep, as a share of its statements
+    # (the original's default); `strict`: none, and no best attempt kept when attempts run out.
+    error_threshold: float = 0.1
+    strict: bool = False
+    # Near-duplicate thresholds (see builder.synth.dedupe); the original's for embeddings.
+    embedding_threshold: float = 0.85
+    embedding_warn: float = 0.75
     name_overlap: float = 0.5
     description_overlap: float = 0.6
     probe_timeout_s: float = 180.0  # one probe container, all of its calls
@@ -69,8 +74,11 @@ class GenOptions(BaseModel):
         """The options that change what `stage` produces (part of its inputs digest)."""
         by_stage: dict[str, dict[str, Any]] = {
             "scenario": {"scenarios": self.scenarios, "keep_seeds": self.keep_seeds, "batch": self.scenario_batch,
-                         "thresholds": [self.embedding_threshold, self.name_overlap, self.description_overlap]},
+                         "thresholds": [self.embedding_threshold, self.embedding_warn, self.name_overlap,
+                                        self.description_overlap]},
             "task": {"tasks": self.tasks},
+            "db": {"error_threshold": self.error_threshold, "strict": self.strict},
+            "sample": {"error_threshold": self.error_threshold, "strict": self.strict},
         }
         return by_stage.get(stage, {})
 

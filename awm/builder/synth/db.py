@@ -3,22 +3,29 @@
 One request per scenario. The reply's tables are checked statically (one CREATE TABLE per
 table, named as declared, references to defined tables, CREATE INDEX statements, a `users`
 table) and executed in a fresh SQLite database with foreign keys on; every failing statement
-goes back to the model with its SQL error. Costs: 1 request per scenario, plus one per rejected
-reply.
+goes back to the model with its SQL error, unless the failing statements are within
+`--error_threshold` (a share of the statements, 0.1 by default as in the original; they are then
+noted). When the attempts run out, the attempt with the fewest failing statements (of a right
+form) is kept and marked in the notes, unless `--strict`. Costs: 1 request per scenario, plus one
+per rejected reply.
 """
 
 from __future__ import annotations
+
+from typing import Generic, TypeVar
 
 from awm.builder.catalog.models import DbSchema
 from awm.builder.synth.base import SYSTEM_PROMPT, Draft, StageContext, StageResult, dialogue_result
 from awm.builder.synth.dialogue import Dialogue, converse
 from awm.builder.synth.replies import parse_model
-from awm.builder.synth.validation import schema_problems
+from awm.builder.synth.validation import StatementCheck, YieldPolicy, schema_check
 
-__all__ = ["TITLE", "prompt", "run", "task_list"]
+__all__ = ["TITLE", "BestAttempt", "prompt", "run", "task_list"]
+
+T = TypeVar("T")
 
 TITLE = "Task: design the database schema"
-VERSION = 1
+VERSION = 2
 
 
 def task_list(tasks: list[str]) -> str:
@@ -52,7 +59,44 @@ Reply with one JSON object in a ```json fenced block:
 
 def run(ctx: StageContext, draft: Draft) -> StageResult:
     """Generate and check the schema of one scenario."""
+    policy = YieldPolicy(ctx.options.error_threshold)
+    best = BestAttempt[DbSchema]()
+    notes: list[str] = []
+
+    def check(schema: DbSchema) -> list[str]:
+        found = schema_check(draft.id, schema)
+        best.offer(schema, found)
+        problems = policy.problems("DDL/index", found)
+        notes[:] = found.notes
+        return problems
+
     dialogue = Dialogue(ctx.llm, system=SYSTEM_PROMPT, prompt=prompt(draft), stage="db", scenario=draft.id,
                         attempts=ctx.options.attempts, json_reply=True, on_reject=ctx.retry_reporter("db", draft.id))
-    value = converse(dialogue, lambda text: parse_model(text, DbSchema), lambda s: schema_problems(draft.id, s))
-    return dialogue_result("db", draft.id, dialogue.records, value.model_dump(mode="json") if value else None)
+    value = converse(dialogue, lambda text: parse_model(text, DbSchema), check)
+    if value is None and not ctx.options.strict:
+        value, notes = best.kept("DDL/index", dialogue.used)
+    return dialogue_result("db", draft.id, dialogue.records, value.model_dump(mode="json") if value else None,
+                           notes=notes)
+
+
+class BestAttempt(Generic[T]):
+    """The attempt with the fewest failing statements among those of a right form."""
+
+    def __init__(self) -> None:
+        self.value: T | None = None
+        self.check: StatementCheck | None = None
+
+    def offer(self, value: T, check: StatementCheck) -> None:
+        if check.problems:
+            return
+        if self.check is None or len(check.failures) < len(self.check.failures):
+            self.value, self.check = value, check
+
+    def kept(self, what: str, attempts: int) -> tuple[T | None, list[str]]:
+        """The best value and its notes (None when no attempt had the right form)."""
+        if self.value is None or self.check is None:
+            return None, []
+        first = "; ".join(f.splitlines()[0][:200] for f in self.check.failures[:3])
+        return self.value, [*self.check.notes,
+                            f"best attempt kept after {attempts} attempts: {len(self.check.failures)} of "
+                            f"{self.check.statements} {what} statements fail: {first}"]

@@ -232,6 +232,7 @@ def generate(
     options: GenOptions | None = None,
     seeds: str | Path | None = None,
     only: Sequence[str] = (),
+    limit: int | None = None,
     build_fn: Callable[[ScenarioBundle], BuildOutcome] | None = None,
     prober_factory: Callable[[], Any] | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -246,6 +247,7 @@ def generate(
         options: sizes and limits (`GenOptions()` by default).
         seeds: the seed list; needed when `scenario` is among `stages`.
         only: scenario ids or names to restrict the per-scenario stages to.
+        limit: the first N scenarios of the list only (after `only`).
         build_fn: builds a finished scenario's image (`awm gen all --build`); called on a
             background thread as soon as the scenario's last stage is done.
         prober_factory: makes the environment prober (a `DockerProber` by default).
@@ -264,8 +266,8 @@ def generate(
     if seeds is not None:
         folder.refuse_overwriting(Path(seeds))
     with folder.locked():
-        return _generate(folder, [s for s in STAGES if s in set(stages)], llm, options, seeds, only, build_fn,
-                         prober_factory, on_event)
+        return _generate(folder, [s for s in STAGES if s in set(stages)], llm, options, seeds, only, limit,
+                         build_fn, prober_factory, on_event)
 
 
 def _generate(
@@ -275,6 +277,7 @@ def _generate(
     options: GenOptions,
     seeds: str | Path | None,
     only: Sequence[str],
+    limit: int | None,
     build_fn: Callable[[ScenarioBundle], BuildOutcome] | None,
     prober_factory: Callable[[], Any] | None,
     on_event: Callable[[Event], None] | None,
@@ -301,7 +304,7 @@ def _generate(
             raise SynthesisError(
                 f"{folder.root} has no scenario list yet: run `awm gen scenario --seeds FILE -o {folder.root}` first"
             )
-        chosen = _select(scenarios, only)
+        chosen = _select(scenarios, only)[:limit]
         run = _Run(folder, ctx, per_scenario, build_fn is not None, build_fn)
         reports = {s.id: ScenarioReport(id=s.id, name=s.name) for s in chosen}
         report.scenarios = list(reports.values())

@@ -2,23 +2,25 @@
 
 One request per scenario. The reply must hold only INSERT statements into tables of the schema;
 they are executed one by one after the schema, with foreign keys on (as `awm build` seeds), and
-every failing statement goes back to the model with its SQL error. User id 1 must exist. Tables
-left empty are noted, not refused. Costs: 1 request per scenario, plus one per rejected reply.
+every failing statement goes back to the model with its SQL error, unless they are within
+`--error_threshold` (then noted). User id 1 must exist. Tables left empty are noted, not refused.
+When the attempts run out, the attempt with the fewest failing inserts is kept and marked, unless
+`--strict`. Costs: 1 request per scenario, plus one per rejected reply.
 """
 
 from __future__ import annotations
 
 from awm.builder.catalog.models import SampleData
 from awm.builder.synth.base import SYSTEM_PROMPT, Draft, StageContext, StageResult, dialogue_result, schema_sql
-from awm.builder.synth.db import task_list
+from awm.builder.synth.db import BestAttempt, task_list
 from awm.builder.synth.dialogue import Dialogue, converse
 from awm.builder.synth.replies import parse_model
-from awm.builder.synth.validation import sample_problems
+from awm.builder.synth.validation import YieldPolicy, sample_check
 
 __all__ = ["TITLE", "prompt", "run"]
 
 TITLE = "Task: write the seed data"
-VERSION = 1
+VERSION = 2
 
 
 def prompt(draft: Draft) -> str:
@@ -56,15 +58,21 @@ def run(ctx: StageContext, draft: Draft) -> StageResult:
     assert draft.db_schema is not None
     schema = draft.db_schema
     notes: list[str] = []
+    policy = YieldPolicy(ctx.options.error_threshold)
+    best = BestAttempt[SampleData]()
 
     def check(sample: SampleData) -> list[str]:
-        problems, found = sample_problems(draft.id, schema, sample)
-        notes[:] = found
+        found = sample_check(draft.id, schema, sample)
+        best.offer(sample, found)
+        problems = policy.problems("INSERT", found)
+        notes[:] = found.notes
         return problems
 
     dialogue = Dialogue(ctx.llm, system=SYSTEM_PROMPT, prompt=prompt(draft), stage="sample", scenario=draft.id,
                         attempts=ctx.options.attempts, json_reply=True,
                         on_reject=ctx.retry_reporter("sample", draft.id))
     value = converse(dialogue, lambda text: parse_model(text, SampleData), check)
+    if value is None and not ctx.options.strict:
+        value, notes = best.kept("INSERT", dialogue.used)
     return dialogue_result("sample", draft.id, dialogue.records, value.model_dump(mode="json") if value else None,
                            notes=notes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -50,6 +50,7 @@ class Scenario(BaseModel):
     name: str
     description: str
     origin: Literal["seed", "generated"]
+    extra: dict[str, Any] = Field(default_factory=dict)  # classification fields written beside name, description
 
 
 class Rejected(BaseModel):

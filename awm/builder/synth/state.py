@@ -38,7 +38,7 @@ from awm.builder.synth.scenario import ScenarioList
 from awm.core.errors import SynthesisError
 from awm.core.files import atomic_write
 
-__all__ = ["STATE_DIR", "OutputFolder", "dataset_files"]
+__all__ = ["STATE_DIR", "OutputFolder", "apply_output", "dataset_files"]
 
 STATE_DIR = ".awm-gen"
 M = TypeVar("M", bound=BaseModel)
@@ -48,8 +48,11 @@ def _jsonl(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
-def dataset_files(drafts: list[Draft]) -> dict[str, str]:
-    """File name -> content of the AWM dataset made of `drafts` (each up to where it got)."""
+def dataset_files(drafts: list[Draft], *, db_dir: str = "databases") -> dict[str, str]:
+    """File name -> content of the AWM dataset made of `drafts` (each up to where it got).
+
+    `db_path` in gen_db.jsonl and gen_envs.jsonl is `<db_dir>/<id>.db`.
+    """
     drafts = sorted(drafts, key=lambda d: d.id)
     files: dict[str, list[dict[str, Any]]] = {name: [] for name in DATASET_FILES}
     solutions: dict[str, dict[str, Any]] = {}
@@ -57,7 +60,7 @@ def dataset_files(drafts: list[Draft]) -> dict[str, str]:
         files["gen_scenario.jsonl"].append({"name": d.name, "description": d.description})
         if d.tasks is not None:
             files["gen_tasks.jsonl"].append({"scenario": d.name, "tasks": d.tasks})
-        db_path = f"databases/{d.id}.db"  # informational, as in the original release
+        db_path = f"{db_dir}/{d.id}.db"
         if d.db_schema is not None:
             files["gen_db.jsonl"].append({"scenario": d.id, "db_path": db_path,
                                           "db_schema": d.db_schema.model_dump(mode="json")})
@@ -188,7 +191,7 @@ class OutputFolder:
             result = self.load_stage(scenario_id, stage)
             if result is None or result.status != "done" or result.output is None:
                 break
-            _apply(d, stage, result.output)
+            apply_output(d, stage, result.output)
         return d
 
     def drafts(self) -> list[Draft]:
@@ -199,19 +202,49 @@ class OutputFolder:
         return [self.draft(s.id, s.name, s.description) for s in scenarios.scenarios]
 
     def assemble(self) -> list[str]:
-        """Rewrite the dataset files from the state; the names of the files that changed."""
+        """Rewrite the dataset files and seed databases from the state; the names of the files that changed."""
         changed = []
-        for name, text in dataset_files(self.drafts()).items():
+        drafts = self.drafts()
+        for name, text in dataset_files(drafts).items():
             path = self.root / name
             if text in ("", "{}\n") and not path.exists():
                 continue  # no stage got that far: no empty file
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
                 atomic_write(path, text)
                 changed.append(name)
+        return changed + self._databases(drafts)
+
+    def _databases(self, drafts: list[Draft]) -> list[str]:
+        """`databases/<id>.db` (where gen_db.jsonl's `db_path` points), rebuilt when its SQL changed."""
+        from awm.builder.catalog.seed import build_seed
+        from awm.builder.synth.base import digest
+        from awm.builder.synth.validation import seed_bundle
+
+        index_path = self.state / "databases.json"
+        try:
+            built: dict[str, str] = json.loads(index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            built = {}
+        changed = []
+        for d in drafts:
+            if d.db_schema is None:
+                continue
+            key = digest(d.db_schema.model_dump(mode="json"), d.sample.model_dump(mode="json") if d.sample else None)
+            path = self.root / "databases" / f"{d.id}.db"
+            if built.get(d.id) == key and path.is_file():
+                continue
+            path.parent.mkdir(exist_ok=True)
+            path.unlink(missing_ok=True)
+            build_seed(seed_bundle(d.id, d.db_schema, d.sample), path, foreign_keys=True)
+            built[d.id] = key
+            changed.append(f"databases/{d.id}.db")
+        if changed:
+            atomic_write(index_path, json.dumps(built, indent=1, sort_keys=True) + "\n")
         return changed
 
 
-def _apply(d: Draft, stage: Stage, output: dict[str, Any]) -> None:
+def apply_output(d: Draft, stage: Stage, output: dict[str, Any]) -> None:
+    """Put a stage's output into a draft."""
     if stage == "task":
         d.tasks = list(output["tasks"])
     elif stage == "db":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from awm.builder.catalog.models import ApiSpec, DbSchema, SampleData, ScenarioBundle, SeedStats
@@ -20,8 +21,12 @@ from awm.core.errors import SeedError
 
 __all__ = [
     "HTTP_METHODS",
+    "StatementCheck",
+    "YieldPolicy",
     "module_problems",
+    "sample_check",
     "sample_problems",
+    "schema_check",
     "schema_problems",
     "scrub",
     "seed_bundle",
@@ -68,6 +73,49 @@ def seed_bundle(scenario: str, schema: DbSchema, sample: SampleData | None = Non
                           env_code="", routes=[])
 
 
+@dataclass
+class StatementCheck:
+    """A generated schema or seed rows, executed: problems of form, and statements that failed."""
+
+    problems: list[str] = field(default_factory=list)  # always fed back (wrong form, no user 1...)
+    failures: list[str] = field(default_factory=list)  # failing statements, with their SQL errors
+    statements: int = 0  # statements of this kind executed
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def all_problems(self) -> list[str]:
+        return self.problems + self.failures
+
+
+@dataclass(frozen=True)
+class YieldPolicy:
+    """How many failing statements a scenario may keep (the original's `--error_threshold`).
+
+    Example:
+        >>> YieldPolicy(0.1).tolerates(StatementCheck(failures=["x"], statements=40))
+        True
+        >>> YieldPolicy(0.0).tolerates(StatementCheck(failures=["x"], statements=40))
+        False
+    """
+
+    error_threshold: float = 0.1
+
+    def tolerates(self, check: StatementCheck) -> bool:
+        if check.problems or not check.statements:
+            return not check.problems and not check.failures
+        return len(check.failures) <= self.error_threshold * check.statements
+
+    def problems(self, what: str, check: StatementCheck) -> list[str]:
+        """What to feed back: nothing when the failures are within the threshold (they become a note)."""
+        if check.failures and self.tolerates(check):
+            check.notes.append(
+                f"{len(check.failures)} of {check.statements} {what} statements failed, within --error_threshold "
+                f"{self.error_threshold:g}; kept: " + "; ".join(f.splitlines()[0][:200] for f in check.failures[:3])
+            )
+            return []
+        return check.all_problems
+
+
 def _failures(stats: SeedStats) -> list[str]:
     return [
         f"{f.stage} of table {f.table!r} failed: {f.error}: {short_sql(f.sql)}"
@@ -77,10 +125,17 @@ def _failures(stats: SeedStats) -> list[str]:
 
 def schema_problems(scenario: str, schema: DbSchema) -> list[str]:
     """What is wrong with a generated schema, statically and when executed (foreign keys on)."""
-    problems: list[str] = []
+    return schema_check(scenario, schema).all_problems
+
+
+def schema_check(scenario: str, schema: DbSchema) -> StatementCheck:
+    """A generated schema checked statically and executed (foreign keys on)."""
+    check = StatementCheck(statements=sum(1 + len(t.indexes) + len(t.examples or []) for t in schema.tables))
+    problems = check.problems
     names = [t.name.lower() for t in schema.tables]
     if not schema.tables:
-        return ["the schema has no tables"]
+        problems.append("the schema has no tables")
+        return check
     if "users" not in names:
         problems.append("there is no `users` table (user id 1 is the signed-in user)")
     for dup in sorted({n for n in names if names.count(n) > 1}):
@@ -100,8 +155,14 @@ def schema_problems(scenario: str, schema: DbSchema) -> list[str]:
     try:
         stats = build_seed(seed_bundle(scenario, schema), None, foreign_keys=True)
     except SeedError as exc:  # past the seed's deadline or size limit
-        return [*problems, exc.message]
-    return problems + _failures(stats)
+        problems.append(exc.message)
+        return check
+    # A failing CREATE TABLE is never tolerated: the table would be missing, and with it its rows
+    # and tools. Failing indexes and examples count against the threshold.
+    failed = _failures(stats)
+    problems += [f for f in failed if f.startswith("ddl")]
+    check.failures = [f for f in failed if not f.startswith("ddl")]
+    return check
 
 
 def sample_problems(scenario: str, schema: DbSchema, sample: SampleData) -> tuple[list[str], list[str]]:
@@ -110,7 +171,14 @@ def sample_problems(scenario: str, schema: DbSchema, sample: SampleData) -> tupl
     Returns:
         (problems to feed back, notes: acceptable oddities such as tables left empty).
     """
-    problems: list[str] = []
+    check = sample_check(scenario, schema, sample)
+    return check.all_problems, check.notes
+
+
+def sample_check(scenario: str, schema: DbSchema, sample: SampleData) -> StatementCheck:
+    """Generated seed rows checked and executed after the schema (foreign keys on)."""
+    check = StatementCheck(statements=sum(len(t.insert_statements) for t in sample.tables))
+    problems = check.problems
     tables = {t.name.lower(): t.name for t in schema.tables}
     for group in sample.tables:
         if group.table_name.lower() not in tables:
@@ -122,17 +190,18 @@ def sample_problems(scenario: str, schema: DbSchema, sample: SampleData) -> tupl
             elif match.group(1).lower() not in tables:
                 problems.append(f"insert into unknown table {match.group(1)!r}: {short_sql(sql)}")
     if problems:  # running DROP or UPDATE statements is not worth it: fix the form first
-        return problems, []
+        return check
     try:
         stats, (has_user,) = seed_checks(seed_bundle(scenario, schema, sample), [_USER_CHECK], foreign_keys=True)
     except SeedError as exc:
-        return [exc.message], []
-    problems += [p for p in _failures(stats) if not p.startswith(("ddl", "index", "example"))]
+        problems.append(exc.message)
+        return check
+    check.failures = [p for p in _failures(stats) if not p.startswith(("ddl", "index", "example"))]
     if "users" in stats.rows and not has_user:
         problems.append(f"there is no user with id {CURRENT_USER_ID} in `users` (the signed-in user)")
     empty = sorted(t for t, n in stats.rows.items() if n == 0)
-    notes = [f"tables left empty: {', '.join(empty)}"] if empty else []
-    return problems, notes
+    check.notes = [f"tables left empty: {', '.join(empty)}"] if empty else []
+    return check
 
 
 def spec_problems(spec: ApiSpec) -> list[str]:
