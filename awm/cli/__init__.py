@@ -1,6 +1,7 @@
 """The `awm` command line: a thin Typer app; each command calls one library function.
 
-An `AWMError` becomes one line on stderr and exit code 1; tracebacks are for bugs only.
+An expected failure (an `AWMError`) prints one `error:` line and one `hint:` line and exits with
+its family's code (see `awm.core.errors`); tracebacks are for bugs only, or with `--debug`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 import typer
 
 from awm import __version__
-from awm.core.cli import err_console, handle_errors
+from awm.core.cli import err_console, handle_errors, set_debug
 
-__all__ = ["app", "main", "err_console", "handle_errors"]
+__all__ = ["app", "err_console", "handle_errors", "main"]
 
 app = typer.Typer(
     name="awm",
@@ -34,10 +35,14 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what the library does."),
+    debug: bool = typer.Option(
+        False, "--debug", envvar="AWM_DEBUG", help="On an error, print its whole message and the traceback."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
+    set_debug(debug)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -98,6 +98,7 @@ def build(
     strict: bool = typer.Option(False, "--strict", help="Refuse scenarios with failing seed SQL."),
     foreign_keys: bool = typer.Option(True, "--foreign-keys/--no-foreign-keys", help="PRAGMA foreign_keys while seeding."),
     report_path: Path = typer.Option(DEFAULT_REPORT, "--report", help="Where the JSON build report goes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON instead of the table."),
 ) -> None:
     """Build awm/<scenario>:<digest> images on the shared base image. Exit 1 if any failed.
 
@@ -171,7 +172,9 @@ def build(
 
     problems = [r for r in final.results if not r.ok or r.warnings]
     rows = final.results if show_all else problems
-    if rows:
+    if as_json:
+        print(final.model_dump_json(indent=2))
+    elif rows:
         Console(width=240).print(_table(final, rows))
     c = final.counts
     rate = f", {final.images_per_s:.2f} images/s" if final.images_per_s else ""

@@ -12,8 +12,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from awm.runtime.docker_backend import engine_client
-from awm.core.cli import err_console, handle_errors
 from awm.builder.ship import (
     PushResult,
     export_images,
@@ -22,6 +20,9 @@ from awm.builder.ship import (
     pull_images,
     push_images,
 )
+from awm.core.cli import err_console, handle_errors
+from awm.core.naming import image_repo
+from awm.runtime.docker_backend import engine_client
 
 __all__ = ["images_app", "register"]
 
@@ -41,6 +42,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(images_app, name="images")
 
 
+JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
@@ -54,7 +58,7 @@ def _out() -> Console:
 @handle_errors
 def ls(
     scenarios: list[str] = typer.Argument(None, help="Scenario ids, names or glob patterns (default: all)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = JSON,
 ) -> None:
     """List scenario images: scenario, tags, size, the digest built from, state and smoke status."""
     images = list_images(engine_client(), scenarios=scenarios or [])
@@ -67,7 +71,7 @@ def ls(
                 "tasks", "created"):
         table.add_column(col, justify="right" if col in ("size", "layer", "tools", "tasks") else "left")
     for i in images:
-        tags = ", ".join(t.rpartition(":")[2] if t.startswith(f"awm/{i.scenario}:") else t for t in i.tags) or "-"
+        tags = ", ".join(t.rpartition(":")[2] if t.startswith(f"{image_repo(i.scenario)}:") else t for t in i.tags) or "-"
         table.add_row(
             i.scenario, escape(tags), i.short_id, _mb(i.size_bytes),
             "-" if i.layer_bytes is None else _mb(i.layer_bytes), i.digest or "-", _STATE[i.state],
@@ -84,9 +88,15 @@ def prune(
     old: bool = typer.Option(True, "--old/--no-old", help="Remove earlier digests and dangling images."),
     broken: bool = typer.Option(True, "--broken/--no-broken", help="Remove quarantined images."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only say what would be removed."),
+    as_json: bool = JSON,
 ) -> None:
     """Remove old digests and quarantined images; the current image of a scenario stays."""
     actions = prune_images(engine_client(), scenarios=scenarios or [], old=old, broken=broken, dry_run=dry_run)
+    if as_json:
+        print(json.dumps([a.model_dump(mode="json") for a in actions], indent=2))
+        if any(a.error for a in actions):
+            raise typer.Exit(1)
+        return
     out = _out()
     verb = "would remove" if dry_run else "removed"
     for a in actions:
@@ -110,6 +120,7 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", help="Tarball (.tar, .tar.gz) or existing folder."),
     scenarios: list[str] = typer.Argument(None, help="Scenario ids, names or glob patterns (default: all)."),
     with_base: bool = typer.Option(False, "--with-base", help="Also name the base image in the tarball."),
+    as_json: bool = JSON,
 ) -> None:
     """Write the current images as one `docker save` tarball; load it with `docker load -i FILE`."""
     with err_console.status("exporting") as status:
@@ -117,6 +128,9 @@ def export(
             engine_client(), output, scenarios=scenarios or [], with_base=with_base,
             on_progress=lambda n: status.update(f"exporting: {n / 1e6:.0f} MB"),
         )
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
     _out().print(f"wrote {result.path}: {len(result.images)} tag(s), {_mb(result.bytes)} "
                  f"(base layers once); load with `docker load -i {result.path}`", highlight=False, markup=False)
 
@@ -136,12 +150,16 @@ def push(
     registry: str = typer.Option(..., "--registry", help="Registry HOST:PORT."),
     scenarios: list[str] = typer.Argument(None, help="Scenario ids, names or glob patterns (default: all)."),
     keep_tags: bool = typer.Option(False, "--keep-tags", help="Keep the local <registry>/... tags."),
+    as_json: bool = JSON,
 ) -> None:
     """Tag the current images <registry>/awm/<id>:<digest> and :latest and push them."""
     results = push_images(engine_client(), registry, scenarios=scenarios or [], keep_tags=keep_tags,
-                          on_result=_print_push)
+                          on_result=None if as_json else _print_push)
     failed = [r for r in results if r.error]
-    _out().print(f"pushed {len(results) - len(failed)} tag(s) to {registry}, {len(failed)} failed", highlight=False)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in results], indent=2))
+    else:
+        _out().print(f"pushed {len(results) - len(failed)} tag(s) to {registry}, {len(failed)} failed", highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -152,8 +170,11 @@ def pull(
     scenarios: list[str] = typer.Argument(..., help="Scenario ids or names."),
     registry: str = typer.Option(..., "--registry", help="Registry HOST:PORT."),
     tag: str = typer.Option("latest", "--tag", help="The tag to pull."),
+    as_json: bool = JSON,
 ) -> None:
     """Pull images from a registry and tag them awm/<id>:<digest> and :latest, as a build would."""
-    results = pull_images(engine_client(), registry, scenarios, tag=tag, on_result=_print_push)
+    results = pull_images(engine_client(), registry, scenarios, tag=tag, on_result=None if as_json else _print_push)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in results], indent=2))
     if any(r.error for r in results):
         raise typer.Exit(1)

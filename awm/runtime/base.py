@@ -112,6 +112,7 @@ class EnvRecord:
     base_url: str | None
     isolation: Isolation | None = None  # None: not started by this project's runtime
     protections: Protections = frozenset()
+    user: str | None = None  # who started it (awm.user); None for environments from before the label
 
 
 @runtime_checkable

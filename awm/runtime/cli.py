@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from awm.core.cli import handle_errors
+from awm.core.errors import EnvNotFound, EnvUnavailable
+from awm.core.labels import current_user
+from awm.core.naming import image_ref
 from awm.runtime import tokens
 from awm.runtime.base import EnvRecord, Isolation, Protection, StartOptions
 from awm.runtime.client import EnvClient, list_mcp_tools
 from awm.runtime.docker_backend import DockerBackend
-from awm.core.errors import ScenarioNotFound
 
 __all__ = ["register"]
 
@@ -30,27 +32,32 @@ def register(app: typer.Typer) -> None:
 
 def _image(ref: str) -> str:
     """An image reference, or a scenario id meaning awm/<id>:latest."""
-    return ref if "/" in ref or ":" in ref else f"awm/{ref}:latest"
+    return ref if "/" in ref or ":" in ref else image_ref(ref)
 
 
 def _find(backend: DockerBackend, ref: str) -> EnvRecord:
     matches = [r for r in backend.list() if ref in (r.name, r.id, r.id[:12], r.scenario)]
     if not matches:
-        raise ScenarioNotFound(f"no environment container named {ref!r}; `awm env ls` lists them")
+        raise EnvNotFound(f"no environment container named {ref!r}")
     if len(matches) > 1:
-        raise ScenarioNotFound(f"{ref!r} matches {len(matches)} environments; use a name or id from `awm env ls`")
+        raise EnvNotFound(f"{ref!r} matches {len(matches)} environments",
+                          hint="use a name or id from `awm env ls`")
     return matches[0]
 
 
 def _client(record: EnvRecord, token: str | None) -> EnvClient:
     """A client of `record`, with the given token, else the one kept when it was started."""
     if record.base_url is None:
-        raise ScenarioNotFound(f"environment {record.name} has no reachable address (status {record.status})")
+        raise EnvUnavailable(f"environment {record.name} has no reachable address (status {record.status})",
+                             container_id=record.id)
     return EnvClient(record.base_url, token=token or tokens.load(record.id))
 
 
 def _print(data: Any) -> None:
     out.print(json.dumps(data, indent=2), markup=False)
+
+
+JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
 
 
 TOKEN = typer.Option(None, "--token", envvar="AWM_CONTROL_TOKEN",
@@ -65,6 +72,7 @@ def start(
     token: str | None = typer.Option(None, "--token", envvar="AWM_CONTROL_TOKEN",
                                      help="Control-plane token (default: a random one, kept for later commands)."),
     memory: str = typer.Option("512m", help="Memory limit."),
+    as_json: bool = JSON,
 ) -> None:
     """Start an environment that stays up until `awm env stop` (it has no owning process).
 
@@ -82,6 +90,11 @@ def start(
         detached=True,
     )
     env = backend.start(_image(image), options)
+    if as_json:
+        _print({"name": env.name, "id": env.id, "image": env.image, "scenario": env.scenario,
+                "mcp_url": env.mcp_url, "base_url": env.base_url, "isolation": env.isolation.value,
+                "protections": sorted(env.protections)})
+        return
     out.print(f"{env.name}\n  MCP:      {env.mcp_url}\n  control:  {env.base_url}/_awm/\n"
               f"  network:  {env.isolation.value}\n  protections: {', '.join(sorted(env.protections))}")
     if Protection.EGRESS_GUARD not in env.protections:
@@ -92,38 +105,60 @@ def start(
 
 @env_app.command("ls")
 @handle_errors
-def ls(as_json: bool = typer.Option(False, "--json")) -> None:
+def ls(as_json: bool = JSON) -> None:
     """List environment containers of every owner."""
     records = DockerBackend().list()
     if as_json:
         _print([{**vars(r), "protections": sorted(r.protections)} for r in records])
         return
     table = Table()
-    for col in ("name", "scenario", "status", "run id", "owner", "url", "isolation", "protections"):
+    for col in ("name", "scenario", "status", "run id", "user", "owner", "url", "isolation", "protections"):
         table.add_column(col)
     for r in records:
-        table.add_row(r.name, r.scenario or "-", r.status, r.run_id or "-", r.owner or "-", r.base_url or "-",
+        table.add_row(r.name, r.scenario or "-", r.status, r.run_id or "-", r.user or "-", r.owner or "-",
+                      r.base_url or "-",
                       r.isolation or "-", ", ".join(sorted(r.protections)) or "-")
     Console(width=220).print(table)
 
 
 @env_app.command("stop")
 @handle_errors
-def stop(names: list[str] = typer.Argument(None), all_: bool = typer.Option(False, "--all", help="Every one.")) -> None:
-    """Remove environments by name, id or scenario (or --all)."""
+def stop(
+    names: list[str] = typer.Argument(None, help="Names, ids or scenarios of environments (`awm env ls`)."),
+    all_: bool = typer.Option(False, "--all", help="Every environment of this user."),
+    all_owners: bool = typer.Option(False, "--all-owners", help="With --all: of every user."),
+    as_json: bool = JSON,
+) -> None:
+    """Remove environments by name, id or scenario, or all of yours (--all)."""
+    if bool(names) == all_:
+        raise typer.BadParameter("give environment names or --all, not both" if names
+                                 else "give environment names, or --all to remove all of yours")
+    if all_owners and not all_:
+        raise typer.BadParameter("--all-owners goes with --all")
     backend = DockerBackend()
-    records = backend.list() if all_ else [_find(backend, n) for n in names or []]
+    if all_:
+        me = current_user()
+        records = [r for r in backend.list() if all_owners or r.user == me]
+    else:
+        records = [_find(backend, n) for n in names]
     for record in records:
         backend.stop(record.id)
-        out.print(f"removed {record.name}")
+        if not as_json:
+            out.print(f"removed {record.name}")
+    if as_json:
+        _print([{"name": r.name, "id": r.id} for r in records])
 
 
 @env_app.command("reset")
 @handle_errors
-def reset(name: str, token: str | None = TOKEN) -> None:
+def reset(name: str, token: str | None = TOKEN, as_json: bool = JSON) -> None:
     """Restore an environment's database from its seed."""
     with _client(_find(DockerBackend(), name), token) as client:
-        _print(client.reset())
+        result = client.reset()
+    if as_json:
+        _print(result)
+    else:
+        out.print(f"reset {name} in {result['duration_ms']:.0f} ms ({result['resets']} resets so far)", markup=False)
 
 
 @env_app.command("verify")
@@ -134,11 +169,16 @@ def verify(
     final_answer: str | None = typer.Option(None, "--final-answer"),
     flavour: str = typer.Option("code", "--flavour"),
     token: str | None = TOKEN,
+    as_json: bool = JSON,
 ) -> None:
-    """Grade a task against an environment's current database."""
+    """Grade a task against an environment's current database. Exit 1 if the verifier failed."""
     with _client(_find(DockerBackend(), name), token) as client:
         result = client.verify(task_idx, final_answer, flavour)
-    _print(result)
+    if as_json:
+        _print(result)
+    else:
+        error = f": {result['error']}" if result.get("error") else ""
+        out.print(f"task {task_idx}: {result['result']} (reward {result.get('reward')}){error}", markup=False)
     if result["result"] == "error":
         raise typer.Exit(1)
 
@@ -153,9 +193,14 @@ def logs(name: str, tail: int = typer.Option(100, "--tail")) -> None:
 
 @env_app.command("check")
 @handle_errors
-def check(url: str = typer.Argument(..., help="An MCP endpoint, e.g. http://127.0.0.1:8000/mcp")) -> None:
+def check(
+    url: str = typer.Argument(..., help="An MCP endpoint, e.g. http://127.0.0.1:8000/mcp"), as_json: bool = JSON
+) -> None:
     """List the tools of any MCP streamable-HTTP endpoint."""
     tools = asyncio.run(list_mcp_tools(url))
+    if as_json:
+        _print([t.model_dump(mode="json", exclude_none=True) for t in tools])
+        return
     for tool in tools:
         out.print(f"{tool.name}: {(tool.description or '').strip().splitlines()[0] if tool.description else ''}")
     out.print(f"{len(tools)} tools at {url}")
@@ -163,7 +208,10 @@ def check(url: str = typer.Argument(..., help="An MCP endpoint, e.g. http://127.
 
 @env_app.command("gc")
 @handle_errors
-def gc() -> None:
+def gc(as_json: bool = JSON) -> None:
     """Remove environment containers whose owning process is gone (this host only)."""
     removed = DockerBackend().gc()
-    out.print(f"removed {len(removed)} orphaned environment(s)")
+    if as_json:
+        _print(removed)
+    else:
+        out.print(f"removed {len(removed)} orphaned environment(s)")

@@ -24,21 +24,24 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from functools import wraps
+from typing import Any, TypeVar, cast
 
 import docker
 import docker.errors
 import httpx
+import requests
 from docker.models.containers import Container
 
 from awm.runtime import reaper, tokens
 from awm.runtime.base import EnvRecord, Isolation, Protection, Protections, Resources, StartOptions
 from awm.runtime.env import Env
-from awm.core.errors import BackendUnavailable, EnvStartTimeout, ImageNotFound
+from awm.core.errors import AWMError, BackendUnavailable, EngineError, EnvStartTimeout, ImageNotFound
 from awm.core.labels import (
     LABEL_OWNER,
     LABEL_RUN_ID,
     LABEL_SCENARIO,
+    LABEL_USER,
     Owner,
     check_user_labels,
     new_run_id,
@@ -52,6 +55,7 @@ __all__ = [
     "PUBLISHED_NETWORK",
     "DockerBackend",
     "engine_client",
+    "engine_error",
     "isolation_network",
     "remove_orphans",
     "sandbox_options",
@@ -93,12 +97,58 @@ def engine_client(purpose: str = "", *, max_pool_size: int = 10) -> docker.Docke
     try:
         client = docker.from_env(max_pool_size=max_pool_size)
         client.ping()
-    except docker.errors.DockerException as exc:
+    except _SDK_ERRORS as exc:
         why = f"{purpose}, and " if purpose else ""
-        raise BackendUnavailable(
-            f"{why}no Docker engine answers ({exc}); start one (`make docker` does it as root on Debian)"
-        ) from exc
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        raise BackendUnavailable(f"{why}no Docker engine answers at {where} ({exc})") from exc
     return client
+
+
+# What the Docker SDK raises: its own errors, and requests' when the engine goes away mid-session.
+_SDK_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def engine_error(
+    exc: Exception, doing: str, *, image: str | None = None, container_id: str | None = None
+) -> AWMError:
+    """A Docker SDK error as this project's error: what was being done, and the engine's words.
+
+    Args:
+        exc: what the SDK raised.
+        doing: what was being done, e.g. "stopping abc123", said first in the message.
+    """
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return ImageNotFound(f"{doing}: image {image or ''} not found ({exc.explanation})".replace(" ()", ""),
+                             image=image, container_id=container_id)
+    if isinstance(exc, docker.errors.APIError):
+        return EngineError(f"{doing}: the Docker engine refused: {exc.explanation or exc}",
+                           image=image, container_id=container_id)
+    if isinstance(exc, requests.exceptions.RequestException):  # the engine went away or hangs
+        return BackendUnavailable(f"{doing}: no Docker engine answers ({exc})", image=image, container_id=container_id)
+    return EngineError(f"{doing}: {exc}", image=image, container_id=container_id)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _engine_errors(doing: str, about: str = "container_id") -> Callable[[_Method], _Method]:
+    """Raise a backend method's Docker SDK errors as `engine_error`s (none leave the runtime raw).
+
+    `doing` may hold `{}`: the method's first argument, an image or a container id (`about`).
+    """
+
+    def decorate(method: _Method) -> _Method:
+        @wraps(method)
+        def wrapper(self: DockerBackend, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except _SDK_ERRORS as exc:
+                subject = str(args[0]) if args else None
+                raise engine_error(exc, doing.format(subject), **{about: subject}) from exc
+
+        return cast(_Method, wrapper)
+
+    return decorate
 
 
 def sandbox_options(resources: Resources | None = None, *, network: bool = True) -> dict[str, Any]:
@@ -201,6 +251,7 @@ class DockerBackend:
 
     # -- starting -------------------------------------------------------------------------
 
+    @_engine_errors("starting {}", about="image")
     def start(self, image: str, options: StartOptions | None = None, **overrides: Any) -> Env:
         """Start `image` and wait until its server answers.
 
@@ -255,7 +306,7 @@ class DockerBackend:
                 **network,
             )
         except docker.errors.APIError as exc:
-            raise BackendUnavailable(f"could not start {image}: {exc.explanation or exc}", image=image) from exc
+            raise engine_error(exc, f"starting {image}", image=image) from exc
         if not opts.detached:
             reaper.track(container.id, lambda: self.stop(container.id))
         try:
@@ -372,6 +423,7 @@ class DockerBackend:
 
     # -- the rest of the protocol ---------------------------------------------------------
 
+    @_engine_errors("removing environment {}")
     def stop(self, env_id: str) -> None:
         reaper.untrack(env_id)
         tokens.forget(env_id)
@@ -383,12 +435,14 @@ class DockerBackend:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise
 
+    @_engine_errors("reading the log of environment {}")
     def logs(self, env_id: str, tail: int = 100) -> str:
         try:
             return str(self.client.api.logs(env_id, tail=tail).decode(errors="replace"))
         except docker.errors.NotFound:
             return ""
 
+    @_engine_errors("inspecting environment {}")
     def state(self, env_id: str) -> str:
         """The container's state, e.g. "running", "exited (137)", or "removed"."""
         try:
@@ -400,6 +454,7 @@ class DockerBackend:
     def is_running(self, env_id: str) -> bool:
         return self.state(env_id) == "running"
 
+    @_engine_errors("listing environments")
     def list(self, *, run_id: str | None = None, all_owners: bool = True) -> list[EnvRecord]:
         filters = {"label": [f"{LABEL_RUN_ID}={run_id}" if run_id else LABEL_RUN_ID]}
         out = []
@@ -420,10 +475,12 @@ class DockerBackend:
                     base_url=_url(c.attrs.get("NetworkSettings") or {}),
                     isolation=_isolation_of(labels),
                     protections=_protections_of(labels),
+                    user=labels.get(LABEL_USER),
                 )
             )
         return out
 
+    @_engine_errors("removing orphaned environments")
     def gc(self) -> list[str]:
         """Remove environments of this host whose owning process is gone; return their ids."""
         removed = remove_orphans(self.client, [LABEL_RUN_ID])

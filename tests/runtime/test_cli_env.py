@@ -30,8 +30,10 @@ def test_env_commands_end_to_end(docker_client: docker.DockerClient, images: dic
             "acme_helpdesk_support_tickets", "running", "detached")
         tools = _invoke("check", record["base_url"] + "/mcp")
         assert tools.splitlines()[-1] == f"12 tools at {record['base_url']}/mcp"
-        assert json.loads(_invoke("verify", name, "--task-idx", "1"))["result"] == "others"
-        assert json.loads(_invoke("reset", name))["ok"] is True
+        assert json.loads(_invoke("verify", name, "--task-idx", "1", "--json"))["result"] == "others"
+        assert _invoke("verify", name, "--task-idx", "1").strip() == "task 1: others (reward 0.0)"
+        assert json.loads(_invoke("reset", name, "--json"))["ok"] is True
+        assert _invoke("reset", name).startswith(f"reset {name} in ")
         assert _invoke("gc").strip() == "removed 0 orphaned environment(s)"  # detached: not an orphan
         assert isinstance(_invoke("logs", name), str)
     finally:
@@ -52,8 +54,8 @@ def test_env_start_with_published_port_and_errors(images: dict[str, str]) -> Non
     finally:
         _invoke("stop", name)
     missing = runner.invoke(app, ["env", "reset", "no-such-env"])
-    assert missing.exit_code == 1
-    assert "no environment container named 'no-such-env'; `awm env ls` lists them" in missing.output
+    assert missing.exit_code == 6
+    assert "error: no environment container named 'no-such-env'\nhint: `awm env ls` lists" in missing.output
     no_image = runner.invoke(app, ["env", "start", "no_such_scenario"])
-    assert no_image.exit_code == 1
+    assert no_image.exit_code == 5
     assert "image awm/no_such_scenario:latest not found; build it with `awm build DATASET --only no_such_scenario`" in no_image.output

@@ -248,6 +248,8 @@ class _Loader:
                 sid = self._see_name(rec.scenario, file, row.line)
                 if sid is None:
                     continue
+                if getattr(rec, "flagged", False) is True:  # `awm gen` found no verifier that passes its checks
+                    continue
                 fn = verifier_function(rec.verification.code)
                 if fn is None:
                     self.problem(
@@ -285,7 +287,8 @@ class _Loader:
 
     def load(self) -> Catalog:
         if not self.root.is_dir():
-            raise DatasetError(f"dataset folder {self.root} does not exist")
+            what = "is a file, not a folder" if self.root.exists() else "does not exist"
+            raise DatasetError(f"dataset folder {self.root} {what}", path=self.root)
         present = [f for f in DATASET_FILES if (self.root / f).is_file()]
         if not present:
             raise DatasetError(

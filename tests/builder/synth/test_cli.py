@@ -53,14 +53,14 @@ def test_stage_by_stage_with_progress_and_summary(llm_server: ScriptedLLM, tmp_p
 
 def test_stages_need_a_scenario_list(tmp_path: Path) -> None:
     result = run(["gen", "db", "-o", str(tmp_path / "new"), "--model", "m"])
-    assert result.exit_code == 1
+    assert result.exit_code == SynthesisError.exit_code
     assert "has no scenario list yet: run `awm gen scenario --seeds FILE -o" in result.output
 
 
 def test_no_model_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWM_LLM_MODEL", raising=False)
     result = run(["gen", "scenario", "--seeds", SEEDS, "-o", str(tmp_path / "out")])
-    assert result.exit_code == 1
+    assert result.exit_code == SynthesisError.exit_code
     assert "error: no model configured: pass --model or set AWM_LLM_MODEL" in result.output
 
 
@@ -69,7 +69,7 @@ def test_unknown_only_is_refused(llm_server: ScriptedLLM, tmp_path: Path) -> Non
     assert run(["gen", "scenario", "--seeds", SEEDS, "-n", "2", "-o", out, "--model", "s",
                 "--base-url", llm_server.url, "--no-cache"]).exit_code == 0
     result = run(["gen", "task", "-o", out, "--model", "s", "--only", "nope"])
-    assert result.exit_code == 1 and "no scenario nope in the scenario list" in result.output
+    assert result.exit_code == SynthesisError.exit_code and "no scenario nope in the scenario list" in result.output
 
 
 def test_an_interrupted_run_keeps_what_it_finished(llm_server: ScriptedLLM, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The image's command line.
 
     serve                                   (default) serve MCP and the control plane
-    verify --task-idx N --final-db PATH     grade a saved database offline; prints JSON
+    verify --task-idx N --final-db PATH     grade a saved database offline; prints JSON, exit 1 on "error"
     tasks                                   print the tasks as JSON
     info                                    print the manifest as JSON
     check                                   import the module and list its tools (build check)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         except LookupError as exc:
             return _fail(str(exc.args[0]), 2)
         print(json.dumps(result, indent=2))
-        return 0
+        return 1 if result["result"] == "error" else 0  # as `awm env verify`: the verifier failed
 
     # The whole trusted stack is imported before waiting for the network guard, so this half
     # second overlaps the runtime's own start-up work; only the scenario's module waits.

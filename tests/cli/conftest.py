@@ -1,0 +1,5 @@
+"""Command-line tests use the example images the runtime tests build."""
+
+from tests.runtime.conftest import images
+
+__all__ = ["images"]
