@@ -105,6 +105,7 @@ class Draft(BaseModel):
     env_code: str | None = None
     tools: list[ToolCheck] = Field(default_factory=list)
     verifiers: dict[int, TaskArtifacts] = Field(default_factory=dict)
+    flagged: dict[int, str] = Field(default_factory=dict)  # task -> why no verifier passed its checks
 
 
 class StageResult(BaseModel):

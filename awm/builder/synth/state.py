@@ -44,6 +44,17 @@ STATE_DIR = ".awm-gen"
 M = TypeVar("M", bound=BaseModel)
 
 
+# The verifier rows of a flagged task: the original's verify finds a row, and grades it as not done.
+FLAGGED_CODE = '''def verify_task_completion(initial_db_path, final_db_path, final_answer=None):
+    """No generated verifier passed its checks for this task (flagged by awm gen)."""
+    return {"result": "others"}
+'''
+FLAGGED_SQL = '''def verify_task(initial_db_path, final_db_path):
+    """No generated verifier passed its checks for this task (flagged by awm gen)."""
+    return {"flagged": "no generated verifier passed its checks for this task"}
+'''
+
+
 def _jsonl(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
@@ -82,6 +93,11 @@ def dataset_files(drafts: list[Draft], *, db_dir: str = "databases") -> dict[str
             if art.sql:
                 files["gen_verifier.jsonl"].append({**row, "verification": {"code": art.sql}})
             solutions.setdefault(d.id, {})[str(idx)] = {"calls": art.calls, "final_answer": art.final_answer}
+        for idx, reason in sorted(d.flagged.items()):
+            task = d.tasks[idx] if d.tasks and idx < len(d.tasks) else ""
+            row = {"scenario": d.name, "task_idx": idx, "task": task, "flagged": True, "flag_reason": reason}
+            files["gen_verifier.pure_code.jsonl"].append({**row, "verification": {"code": FLAGGED_CODE}})
+            files["gen_verifier.jsonl"].append({**row, "verification": {"code": FLAGGED_SQL}})
     out = {name: _jsonl(rows) for name, rows in files.items()}
     out[SOLUTIONS_FILE] = json.dumps(solutions, indent=2, ensure_ascii=False) + "\n"
     return out
@@ -258,3 +274,5 @@ def apply_output(d: Draft, stage: Stage, output: dict[str, Any]) -> None:
         d.tools = [ToolCheck.model_validate(t) for t in output.get("tools", [])]
     elif stage == "verifier":
         d.verifiers = {int(i): TaskArtifacts.model_validate(a) for i, a in output.get("tasks", {}).items()}
+        reasons = output.get("flag_reasons", {})
+        d.flagged = {int(i): str(reasons.get(str(i), "")) for i in output.get("flagged", [])}

@@ -14,8 +14,11 @@ final answer. Every reply of a round is checked together:
 3. the sql verifier must run on the same databases and return a JSON object.
 
 Problems go back to the model for that task only; tasks still failing when the attempts run out
-are flagged in the report and get no verifier row (the catalog then lists them as tasks without
-a verifier). Solutions of accepted tasks are written to `solutions.json`, in the format of
+are flagged in the report and still get a verifier row, marked `"flagged": true` with the reason
+(a field the original's tools ignore): its code returns others (code flavour) or evidence that
+says why (sql flavour), so the original's `awm verify` never misses a row, and `awm catalog`
+skips flagged rows (the task is listed as one without a verifier). Their replies leave the LLM
+cache, so a rerun asks again. Solutions of accepted tasks are written to `solutions.json`, in the format of
 `examples/solutions.json`. Costs: k requests per scenario, plus one per rejected reply; two
 containers per round, one for the solutions and one for the verifiers (at most `attempts` rounds).
 """
@@ -268,10 +271,13 @@ def run(ctx: StageContext, draft: Draft) -> StageResult:
 
     attempts: dict[str, list[AttemptRecord]] = {str(i): d.records for i, d in sorted(dialogues.items())}
     flagged = sorted(set(dialogues) - set(accepted))
-    notes = [f"task {i} flagged, no verifier kept: {dialogues[i].records[-1].problems[0].splitlines()[0][:300]}"
-             for i in flagged]
+    reasons = {i: (dialogues[i].records[-1].problems or ["no reply"])[0].splitlines()[0][:300] if dialogues[i].records
+               else "no reply" for i in flagged}
+    for i in flagged:
+        dialogues[i].forget()
+    notes = [f"task {i} flagged (its verifier row is marked): {reasons[i]}" for i in flagged]
     output = {"tasks": {str(i): a.model_dump(mode="json") for i, a in sorted(accepted.items())},
-              "flagged": flagged}
+              "flagged": flagged, "flag_reasons": {str(i): r for i, r in reasons.items()}}
     if not accepted:
         return StageResult(stage="verifier", scenario=draft.id, status="failed", attempts=attempts, notes=notes,
                            error=f"scenario {draft.id!r}, stage verifier: no task got a verifier that passes "

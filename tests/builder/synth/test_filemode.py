@@ -196,3 +196,31 @@ def test_verifier_code_mode_regenerates_only_the_verifier_file(
     assert [(r["scenario"], r["task_idx"]) for r in written] == [("PantryPal Recipe Planner", i) for i in range(6)]
     assert all("def verify_task_completion(" in r["verification"]["code"] for r in written)
     assert sorted(tmp_path.iterdir()) == [out]  # the other files were read beside gen_tasks.jsonl, not written
+
+
+@pytest.mark.docker
+def test_every_task_gets_a_verifier_row_flagged_ones_marked(
+    server: ScriptedLLM, tmp_path: Path, untouched: None, docker_client: Any,
+) -> None:
+    out = tmp_path / "gen_verifier.pure_code.jsonl"
+    result = gen(server, "verifier", "--mode", "code", "--input_task", str(EXAMPLES / "gen_tasks.jsonl"),
+                 "--output", str(out), "--allowed_scenarios", "Trailhead Campground Reservations", "--attempts", "1")
+    assert result.exit_code == 0, result.output
+    written = {r["task_idx"]: r for r in rows(out)}
+    assert sorted(written) == list(range(6))  # the original's verify finds a row for every task
+    flagged = written[2]
+    assert flagged["flagged"] is True
+    assert "returned complete on the untouched seed database" in flagged["flag_reason"]
+    assert "return {\"result\": \"others\"}" in flagged["verification"]["code"]
+    assert not any(r.get("flagged") for i, r in written.items() if i != 2)
+    # awm catalog does not use a flagged row: the task is one without a verifier
+    from awm.builder.catalog.loader import load_catalog
+
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    for name in ("gen_scenario.jsonl", "gen_tasks.jsonl", "gen_db.jsonl", "gen_sample.jsonl", "gen_spec.jsonl",
+                 "gen_envs.jsonl"):
+        (folder / name).write_bytes((EXAMPLES / name).read_bytes())
+    (folder / out.name).write_bytes(out.read_bytes())
+    bundle = load_catalog(folder).bundles["trailhead_campground_reservations"]
+    assert sorted(bundle.verifiers["code"]) == [0, 1, 3, 4, 5]
