@@ -146,7 +146,8 @@ def _append(path: Path, line: dict[str, Any]) -> None:
 
 
 def result_line(item: EvalItem, episode: EpisodeResult | None, verdict: dict[str, Any] | None, *,
-                error_class: str | None, error: str | None, durations: dict[str, float], run_dir: str) -> dict[str, Any]:
+                error_class: str | None, error: str | None, durations: dict[str, float],
+                run_dir: str) -> dict[str, Any]:
     """One results.jsonl line."""
     usage = episode.usage if episode is not None else None
     return {

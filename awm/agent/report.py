@@ -30,8 +30,7 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, maximum: float | None = None
     top = maximum if maximum is not None else max((v for _, v in bars), default=0.0) or 1.0
     label_w, bar_w, row_h = 260, 360, 24
     height = row_h * len(bars) + 10
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 70}" height="{height}" '
-             f'role="img">']
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 70}" height="{height}" role="img">']
     for row, (label, value) in enumerate(bars):
         y = 5 + row * row_h
         width = 0 if top <= 0 else max(0.0, min(1.0, value / top)) * bar_w

@@ -129,7 +129,7 @@ async def run_in_environment(
     """Snapshot, run one episode in one MCP session, snapshot, write the run folder (if `out`)."""
     stamp = timestamp()
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (one local mkdir)
         await _snapshot(control, out / "initial.db")
     began = time.perf_counter()
     session_s = 0.0

@@ -101,7 +101,7 @@ def agent(
     temperature: float = _TEMPERATURE,
     max_tokens: int = _MAX_TOKENS,
     output_dir: Path | None = typer.Option(None, "--output_dir", "--output-dir",
-                                           help="Run folder (default outputs/agents/<timestamp>_<scenario>_task_<id>)."),
+                                           help="Run folder (default outputs/agents/<stamp>_<scenario>_task_<id>)."),
     protocol: str = _PROTOCOL,
     system_prompt: Path | None = _SYSTEM,
     tool_results: str = _RESULTS,

@@ -30,6 +30,7 @@ class ScriptedModel:
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int] = []
         self.faults: list[tuple[int, dict[str, Any]]] = []
+        self.scheduled: dict[int, tuple[int, dict[str, Any]]] = {}  # request number (from 1) -> fault
         self.lock = threading.Lock()
         server = self
 
@@ -69,6 +70,11 @@ class ScriptedModel:
         with self.lock:
             self.faults += [(status, {"error": error or {"message": "scripted fault", "type": "server_error"}})] * times
 
+    def fail_at(self, request: int, status: int, error: dict[str, Any]) -> None:
+        """Answer the `request`-th request (counting from 1) with this error."""
+        with self.lock:
+            self.scheduled[request] = (status, {"error": error})
+
     def chats(self) -> list[dict[str, Any]]:
         with self.lock:
             return list(self.requests)
@@ -76,7 +82,7 @@ class ScriptedModel:
     def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.requests.append(body)
-            fault = self.faults.pop(0) if self.faults else None
+            fault = self.faults.pop(0) if self.faults else self.scheduled.pop(len(self.requests), None)
         if fault is not None:
             with self.lock:
                 self.statuses.append(fault[0])
