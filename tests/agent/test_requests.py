@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -435,7 +437,7 @@ def test_context_overflow_ends_the_episode_with_its_reason(images: dict[str, str
     assert doc["total_iterations"] == 1 and len(doc["trajectory"]) == 1
 
 
-@pytest.fixture
+@contextmanager
 def hanging_mcp() -> Iterator[str]:
     """A real MCP server (FastMCP, streamable HTTP) with a tool that never returns."""
     server = FastMCP("hang", stateless_http=False)
@@ -460,22 +462,25 @@ def hanging_mcp() -> Iterator[str]:
     thread.start()
     while not uv.started:
         threading.Event().wait(0.02)
-    yield f"http://127.0.0.1:{port}/mcp"
-    uv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        gc.collect()  # its streams of the hung request go now, inside this test's warning filter
 
 
 # mcp's FastMCP settings class trips a pydantic-settings warning at construction (their code)
 @pytest.mark.filterwarnings("ignore::pydantic_settings.exceptions.IncompleteFieldDefinitionWarning")
 # the test's own server is stopped with the hung request still open: its streams are collected late
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_hanging_tool_gives_the_timeout_text_and_the_episode_goes_on(hanging_mcp: str, tmp_path: Path) -> None:
+def test_a_hanging_tool_gives_the_timeout_text_and_the_episode_goes_on(tmp_path: Path) -> None:
     replies = [awm_call("call_tool", {"tool_name": "mcp_tool_mcp_server_wait_forever", "arguments": "{}"}),
                awm_call("call_tool", {"tool_name": "mcp_tool_mcp_server_echo", "arguments": '{"text": "still here"}'}),
                "Finished."]
     out = tmp_path / "run"
-    with ScriptedModel(script(replies)) as model:
-        _agent("--task", "Echo something.", "--mcp_url", hanging_mcp, "--api_url", model.url,
+    with hanging_mcp() as url, ScriptedModel(script(replies)) as model:
+        _agent("--task", "Echo something.", "--mcp_url", url, "--api_url", model.url,
                "--tool_timeout", "1.5", "--output_dir", str(out))
     doc = _trajectory(out)
     steps = doc["trajectory"]
