@@ -51,11 +51,12 @@ def _root(
 
 
 def _register() -> None:
-    from awm.cli import build, catalog, demo, gen, images, k8s, seed
+    from awm.cli import agent, build, catalog, demo, gen, images, k8s, seed
     from awm.runtime import cli as env
 
     for module in (catalog, seed, build, images, env, demo, gen, k8s):
         module.register(app)
+    agent.register(app)  # awm agent / verify / eval
 
 
 _register()
