@@ -194,6 +194,7 @@ class OwnerLease:
         self.uid: str | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         self._run_id = run_id
 
     def ensure(self) -> str:
@@ -230,7 +231,9 @@ class OwnerLease:
             assert created.metadata is not None
             assert created.metadata.uid is not None
             self.uid = created.metadata.uid
-            threading.Thread(target=self._renew_loop, name=f"awm-lease-{self.name}", daemon=True).start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew_loop, name=f"awm-lease-{self.name}", daemon=True)
+                self._thread.start()
             reaper.track(f"lease/{self.name}", self.release)
             return self.uid
 
@@ -244,11 +247,19 @@ class OwnerLease:
         }
 
     def renew(self) -> None:
+        """Renew the Lease; make a new one if it is gone (a stall let `gc` take it, and its pods)."""
         patch = {"spec": {"renewTime": _micro_time(_now())}}
-        self.api.call(
-            f"renewing Lease {self.name}",
-            lambda: self.api.client.patch(Lease, self.name, patch, namespace=self.api.namespace),
-        )
+        try:
+            self.api.call(
+                f"renewing Lease {self.name}",
+                lambda: self.api.client.patch(Lease, self.name, patch, namespace=self.api.namespace),
+                allow=(404,),
+            )
+        except ApiError:
+            log.warning("Lease %s is gone (it expired, and its environments with it); making a new one", self.name)
+            with self._lock:
+                self.uid = None
+            self.ensure()
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.duration_s / 3):
@@ -378,6 +389,14 @@ class _PodWatch:
             self.cond.wait(timeout_s)
 
 
+def _drain(proc: subprocess.Popen[str]) -> None:
+    """Read a process's output to its end, then close it."""
+    assert proc.stdout is not None
+    with proc.stdout:
+        for _ in proc.stdout:
+            pass
+
+
 def _failure(pod: dict[str, Any]) -> tuple[type[AWMError], str] | None:
     """Why a starting pod will never become ready, or None while it still may."""
     status = pod.get("status") or {}
@@ -449,7 +468,7 @@ class KubernetesBackend:
         self.lease = OwnerLease(self.api, self.run_id, lease_duration_s)
         self.watch = _PodWatch(self.api, {LABEL_LEASE: self.lease.name})
         self._template: dict[str, Any] | None = None
-        self._forwards: dict[str, subprocess.Popen[str]] = {}
+        self._forwards: dict[str, tuple[subprocess.Popen[str], str, threading.Thread]] = {}  # pod -> kubectl
         self._owned: set[str] = set()  # pods of this backend's Lease still tracked by the reaper
 
     @staticmethod
@@ -594,31 +613,39 @@ class KubernetesBackend:
             message += f"\nlast log lines:\n{logs}"
         return error_type(message, scenario=scenario, image=image, container_id=name, hint=_K8S_HINT)
 
-    def _url(self, name: str, ip: str) -> str | None:
+    def _url(self, name: str, ip: str) -> str:
         if self.connect == "pod-ip":
             return f"http://{ip}:{self.server_port}"
         return self._port_forward(name)
 
-    def _port_forward(self, name: str) -> str | None:
-        """A local port forwarded to the pod's server by `kubectl port-forward` (kept until stop)."""
-        proc = self._forwards.get(name)
-        if proc is None:
-            kubectl = shutil.which("kubectl")
-            if kubectl is None:
-                raise BackendUnavailable(
-                    "reaching pods from outside the cluster needs kubectl (for its port-forward)",
-                    hint="install kubectl, or run in the cluster with connect='pod-ip'",
-                )
-            proc = subprocess.Popen(
-                [kubectl, "port-forward", "-n", self.namespace, f"pod/{name}", f":{self.server_port}",
-                 "--address", "127.0.0.1"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    def _port_forward(self, name: str) -> str:
+        """A local URL forwarded to the pod's server by `kubectl port-forward`, kept until `stop`."""
+        if name in self._forwards:
+            return self._forwards[name][1]
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise BackendUnavailable(
+                "reaching pods from outside the cluster needs kubectl (for its port-forward)",
+                hint="install kubectl, or run in the cluster with connect='pod-ip'",
             )
-            self._forwards[name] = proc
+        proc = subprocess.Popen(
+            [kubectl, "port-forward", "-n", self.namespace, f"pod/{name}", f":{self.server_port}",
+             "--address", "127.0.0.1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8000"
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8000", or an error and EOF
         match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        return f"http://127.0.0.1:{match.group(1)}" if match else None
+        if match is None:
+            proc.kill()
+            rest = proc.communicate()[0]
+            raise BackendUnavailable(f"kubectl port-forward to pod {name} failed: {(line + rest).strip()}")
+        # kubectl writes a line per connection: keep reading, or it blocks once the pipe is full
+        drain = threading.Thread(target=_drain, args=(proc,), name=f"awm-forward-{name}", daemon=True)
+        drain.start()
+        url = f"http://127.0.0.1:{match.group(1)}"
+        self._forwards[name] = (proc, url, drain)
+        return url
 
     def _pod(self, name: str, *, cached: bool = True) -> dict[str, Any] | None:
         if cached:
@@ -638,8 +665,10 @@ class KubernetesBackend:
         self._owned.discard(env_id)
         forward = self._forwards.pop(env_id, None)
         if forward is not None:
-            forward.kill()
-            forward.wait()
+            proc, _, drain = forward
+            proc.kill()
+            proc.wait()
+            drain.join(5)
         with contextlib.suppress(ApiError):
             self.api.call(
                 f"deleting pod {env_id}",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -266,3 +268,61 @@ def test_scenario_of_image_references() -> None:
     assert scenario_of("awm/gofundme:latest") == "gofundme"
     assert scenario_of("registry.example.com:5000/awm/gofundme@sha256:" + "0" * 64) == "gofundme"
     assert scenario_of("gofundme") == "gofundme"
+
+
+def test_a_lease_lost_during_a_stall_is_made_anew(fake: FakeKube, backend: KubernetesBackend) -> None:
+    lost = backend.start(IMAGE)
+    old_uid = backend.lease.uid
+    with fake.cond:  # gc by another process after a stall: the Lease and its pods are gone
+        key = next(k for k in fake.objects if k[1] == "leases")
+        fake._delete(key)
+    assert pod_names(fake) == []
+    backend.lease.renew()
+    [lease] = fake.list_objects("leases")
+    assert lease["metadata"]["uid"] == backend.lease.uid != old_uid
+    env = backend.start(IMAGE)  # new pods belong to the new Lease, not to a deleted owner
+    [pod] = fake.list_objects("pods")
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == backend.lease.uid
+    assert env.id != lost.id
+
+
+def fake_kubectl(folder: Path, script: str) -> None:
+    kubectl = folder / "kubectl"
+    kubectl.write_text("#!/bin/sh\n" + script)
+    kubectl.chmod(0o755)
+
+
+def test_from_outside_the_cluster_pods_are_reached_through_a_port_forward(
+    fake: FakeKube, env_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kubectl's part (the tunnel) needs a cluster; what the backend does with it is tested here
+    fake_kubectl(tmp_path, f'echo "$@" > {tmp_path}/args\necho "Forwarding from 127.0.0.1:{env_server} -> 8000"\n'
+                           'exec sleep 600\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    backend = KubernetesBackend(fake.client(), connect="port-forward")
+    try:
+        env = backend.start(IMAGE)
+        assert env.base_url == f"http://127.0.0.1:{env_server}"
+        assert env.healthy()
+        assert (tmp_path / "args").read_text().split() == [
+            "port-forward", "-n", "awm", f"pod/{env.id}", ":8000", "--address", "127.0.0.1"]
+        [(proc, _, _)] = backend._forwards.values()
+        env.stop()
+        assert proc.poll() is not None
+        assert backend._forwards == {}
+    finally:
+        backend.close()
+
+
+def test_a_failing_port_forward_is_reported(
+    fake: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_kubectl(tmp_path, 'echo "error: unable to forward port: pods \\"x\\" is forbidden" >&2\nexit 1\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    backend = KubernetesBackend(fake.client(), connect="port-forward")
+    try:
+        with pytest.raises(BackendUnavailable, match=r"port-forward to pod .* failed: error: unable to forward"):
+            backend.start(IMAGE)
+        assert pod_names(fake) == []
+    finally:
+        backend.close()
