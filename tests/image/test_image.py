@@ -115,7 +115,7 @@ def test_concurrent_writes_during_reset(
                 i += 1
 
     async def main() -> None:
-        async with AsyncEnvClient(env.base_url) as client:
+        async with AsyncEnvClient(env.base_url, token=env.token) as client:
             stop = asyncio.Event()
             tasks = [asyncio.create_task(writer(client, n, stop)) for n in range(8)]
             while len(writes) < 40:

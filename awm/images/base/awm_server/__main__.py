@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from awm_server.checkresult import read_key, write_result
-from awm_server.settings import Settings
+from awm_server.settings import Settings, hash_token, scrub_control_env
 
 # httpx imports its command-line client whenever click, rich and pygments are installed (they
 # come with fastapi-mcp); the server never uses it, and it costs about 3 MB in every
@@ -39,6 +39,25 @@ if os.environ.get("AWM_AWAIT_SEAL") == "1":
 def _fail(message: str, code: int = 3) -> int:
     print(f"awm-server: error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+def _reexec_without_plain_token() -> None:
+    """Hash a control token given in plain (`-e AWM_CONTROL_TOKEN=...`) and restart without it.
+
+    os.environ can be cleaned, but the environment block the process was started with stays
+    readable in /proc/1/environ; only a new exec (same PID, same signal mask and pending
+    signals) replaces it. The new process gets the hash only.
+    """
+    token = os.environ.get("AWM_CONTROL_TOKEN")
+    if token is None:
+        return
+    env = {k: v for k, v in os.environ.items() if k != "AWM_CONTROL_TOKEN"}
+    if token:
+        given = env.get("AWM_CONTROL_TOKEN_SHA256")
+        if given and given != hash_token(token):
+            sys.exit(_fail("AWM_CONTROL_TOKEN and AWM_CONTROL_TOKEN_SHA256 are both set and disagree", 2))
+        env["AWM_CONTROL_TOKEN_SHA256"] = hash_token(token)
+    os.execve(sys.executable, [sys.executable, "-m", "awm_server", *sys.argv[1:]], env)
 
 
 def _await_seal(timeout_s: float = 60.0) -> bool:
@@ -101,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from awm_server.probe import run_verifiers
 
         return run_verifiers(args.dir, args.out)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        return _fail(f"bad setting: {exc}", 2)
     command = args.command or "serve"
 
     from awm_server.environment import ScenarioFiles, grade_databases
@@ -139,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if command == "check":
         settings = replace(settings, work_dir=Path(tempfile.mkdtemp(prefix="awm-check-")))
+    scrub_control_env()  # the module gets DATABASE_PATH, never the control variables
     try:
         env = Environment(settings)
     except ModuleImportError as exc:
@@ -159,4 +182,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _reexec_without_plain_token()
     sys.exit(main())

@@ -9,14 +9,24 @@
     /_awm/snapshot    GET  a consistent copy of the working database
     /...              every other path goes to the environment app, as in the original
 
-The control plane is not part of the app's OpenAPI document, so it never becomes a tool. When
-AWM_CONTROL_TOKEN is set, every control route but health needs `Authorization: Bearer <token>`.
+The control plane is not part of the app's OpenAPI document, so it never becomes a tool. When a
+control token is configured (the server keeps only its SHA-256), every control route but health
+needs `Authorization: Bearer <token>`; without one the control plane is open, and /_awm/info
+says so.
+
+Every request body is bounded while it streams in (`BodyLimit`): AWM_MAX_BODY_BYTES for
+/_awm/*, AWM_MCP_MAX_BODY_BYTES for /mcp and the app; a larger one gets 413 before the rest is
+read. JSON nested deeper than AWM_MAX_JSON_DEPTH (control plane) or AWM_MCP_MAX_JSON_DEPTH
+(/mcp) gets 400.
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
+import os
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,13 +34,15 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from awm_server.environment import Environment
 from awm_server.gate import DrainTimeout
+from awm_server.settings import hash_token
 
-__all__ = ["create_app"]
+__all__ = ["BodyLimit", "JsonDepthGuard", "JsonTooDeep", "create_app", "parse_json"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -39,14 +51,146 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+class JsonTooDeep(ValueError):
+    def __init__(self, max_depth: int) -> None:
+        super().__init__(f"JSON nested deeper than {max_depth} levels")
+
+
+def parse_json(body: bytes, max_depth: int) -> Any:
+    """Parse a request body; ValueError (never RecursionError) for bad or too deeply nested JSON."""
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        raise JsonTooDeep(max_depth) from None
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:  # iterative: the check itself must not recurse
+        item, depth = level.pop()
+        if isinstance(item, (dict, list)):
+            if depth > max_depth:
+                raise JsonTooDeep(max_depth)
+            level.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
+def _storage_error(scenario: str, action: str, exc: Exception) -> JSONResponse:
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in str(exc)
+    hint = " (the container's /tmp is full)" if full else ""
+    return _error(507 if full else 500, f"{action} of {scenario!r} failed: {type(exc).__name__}: {exc}{hint}")
+
+
+class BodyLimit:
+    """Refuse request bodies over a per-path limit with 413, counting while they stream in.
+
+    A declared Content-Length over the limit is refused before the app runs; a body that grows
+    past it is cut: the client gets 413, the app sees a disconnect, and the server discards
+    the rest without buffering it.
+    """
+
+    def __init__(self, app: ASGIApp, *, control_bytes: int, other_bytes: int) -> None:
+        self.app = app
+        self.control_bytes = control_bytes
+        self.other_bytes = other_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        control = path.startswith("/_awm/")
+        limit = self.control_bytes if control else self.other_bytes
+        setting = "AWM_MAX_BODY_BYTES" if control else "AWM_MCP_MAX_BODY_BYTES"
+        too_large = _error(413, f"request body larger than {limit} bytes for {path} ({setting})", limit=limit)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await too_large(scope, receive, send)
+            return
+        received = 0
+        started = cut = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, cut
+            if cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    cut = True
+                    if not started:
+                        await too_large(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if cut:
+                return  # the 413 went out instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not cut:
+                raise
+            # it saw the disconnect we gave it in place of the rest of the body; 413 was sent
+
+
+class JsonDepthGuard:
+    """Answer JSON-RPC requests nested deeper than `max_depth` with a 400 parse error.
+
+    The MCP SDK's own parser fails on deep nesting with a 500 (RecursionError); the body is
+    already bounded by `BodyLimit`, so it is read here, checked, and handed on unchanged.
+    Other malformed JSON goes on to the SDK, which reports it as usual.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_depth: int) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away (or BodyLimit cut it): nothing to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            parse_json(body, self.max_depth)
+        except JsonTooDeep as exc:
+            error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": f"Parse error: {exc}"}}
+            await JSONResponse(error, status_code=400)(scope, receive, send)
+            return
+        except ValueError:
+            pass
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def create_app(env: Environment) -> Starlette:
-    token = env.settings.control_token
+    token_sha256 = env.settings.control_token_sha256
+    max_depth = env.settings.max_json_depth
 
     def guarded(handler: Handler) -> Handler:
         async def check(request: Request) -> Response:
-            if token is not None:
-                given = request.headers.get("authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            if token_sha256 is not None:
+                scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                # Compare hashes: constant time, and the token itself is never held here.
+                if scheme.lower() != "bearer" or not hmac.compare_digest(hash_token(given), token_sha256):
                     return _error(401, "control plane needs Authorization: Bearer <AWM_CONTROL_TOKEN>")
             return await handler(request)
 
@@ -75,15 +219,19 @@ def create_app(env: Environment) -> Starlette:
             return JSONResponse(await env.reset())
         except DrainTimeout as exc:
             return _error(503, f"reset of {env.scenario!r} not done: {exc}", retryable=True)
+        except (OSError, sqlite3.Error) as exc:
+            return _storage_error(env.scenario, "reset", exc)
 
     async def verify(request: Request) -> Response:
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = parse_json(await request.body() or b"{}", max_depth)
             task_idx = body["task_idx"]
             if not isinstance(task_idx, int) or isinstance(task_idx, bool):
                 raise TypeError("task_idx must be an integer")
             final_answer = body.get("final_answer")
             flavour = body.get("flavour", "code")
+            if final_answer is not None and not isinstance(final_answer, str):
+                raise TypeError("final_answer must be a string or null")
             if flavour not in ("code", "sql"):
                 raise ValueError("flavour must be 'code' or 'sql'")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -92,14 +240,22 @@ def create_app(env: Environment) -> Starlette:
             return JSONResponse(await env.verify(task_idx, final_answer, flavour))
         except LookupError as exc:
             return _error(404, str(exc.args[0]))
+        except (OSError, sqlite3.Error) as exc:
+            return _storage_error(env.scenario, "verify", exc)
 
     async def snapshot(request: Request) -> Response:
-        path = env.snapshot_file()
-        return FileResponse(
-            path,
+        try:
+            copy = os.fdopen(env.snapshot_fd(), "rb")  # closed when read, or when dropped
+        except (OSError, sqlite3.Error) as exc:
+            return _storage_error(env.scenario, "snapshot", exc)
+        return StreamingResponse(
+            iter(lambda: copy.read(1 << 20), b""),
             media_type="application/vnd.sqlite3",
-            filename=f"{env.scenario}.db",
-            background=BackgroundTask(path.unlink, missing_ok=True),
+            headers={
+                "content-length": str(os.fstat(copy.fileno()).st_size),
+                "content-disposition": f'attachment; filename="{env.scenario}.db"',
+            },
+            background=BackgroundTask(copy.close),
         )
 
     @asynccontextmanager
@@ -107,7 +263,7 @@ def create_app(env: Environment) -> Starlette:
         async with env.env.app.router.lifespan_context(env.env.app), env.mcp.running():
             yield
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/_awm/health", health, methods=["GET"]),
             Route("/_awm/info", guarded(info), methods=["GET"]),
@@ -115,8 +271,12 @@ def create_app(env: Environment) -> Starlette:
             Route("/_awm/reset", guarded(reset), methods=["POST"]),
             Route("/_awm/verify", guarded(verify), methods=["POST"]),
             Route("/_awm/snapshot", guarded(snapshot), methods=["GET"]),
-            Route("/mcp", env.mcp, methods=["GET", "POST", "DELETE"]),
+            Route("/mcp", JsonDepthGuard(env.mcp, max_depth=env.settings.mcp_max_json_depth),
+                  methods=["GET", "POST", "DELETE"]),
             Mount("/", app=env.gated_app),
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, control_bytes=env.settings.max_body_bytes,
+                       other_bytes=env.settings.mcp_max_body_bytes)
+    return app

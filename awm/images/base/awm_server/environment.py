@@ -11,6 +11,7 @@ Files of a scenario directory (written by `awm build` into the image):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from awm_server import landlock
 from awm_server.database import WorkingDatabase
 from awm_server.envmodule import EnvModule, load_env_module
 from awm_server.gate import Gate
@@ -29,6 +32,8 @@ from awm_server.sandbox import Limits, grade, run_verifier
 from awm_server.settings import Settings
 
 __all__ = ["Environment", "ScenarioFiles", "grade_databases"]
+
+_log = logging.getLogger(__name__)
 
 REWARDS = {"complete": 1.0, "others": 0.0, "error": 0.0}
 
@@ -59,11 +64,15 @@ def grade_databases(
     final_answer: str | None = None,
     flavour: str = "code",
     limits: Limits = Limits(),
+    scratch_root: Path | None = None,
 ) -> dict[str, Any]:
     """Run a task's verifier on read-only copies of the seed and of `final_db`.
 
     Returns a JSON-able result: `result` is complete/others/error for the code flavour and
     evidence for the sql flavour; `value` is what the verifier returned.
+
+    The copies and the verifier's scratch folder live in a temporary folder under
+    `scratch_root` (the system's temp folder by default), removed when the verifier is done.
     """
     if not 0 <= task_idx < len(files.tasks):
         raise LookupError(
@@ -72,7 +81,7 @@ def grade_databases(
     verifier = files.verifiers.get(flavour, {}).get(str(task_idx))
     if verifier is None:
         raise LookupError(f"scenario {files.scenario!r}: task {task_idx} has no {flavour} verifier")
-    with tempfile.TemporaryDirectory(prefix="awm-grade-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="awm-grade-", dir=scratch_root, ignore_cleanup_errors=True) as tmp:
         initial = Path(tmp) / "initial.db"
         final = Path(tmp) / "final.db"
         shutil.copyfile(files.seed, initial)
@@ -89,6 +98,8 @@ def grade_databases(
             args,
             limits=limits,
             filename=f"{files.scenario}/verifier_{flavour}_{task_idx}.py",
+            readable=[str(initial), str(final)],
+            scratch_root=Path(tmp),
         )
     result = "error" if outcome.error else grade(outcome.value, flavour)
     return {
@@ -101,6 +112,7 @@ def grade_databases(
         "error": outcome.error,
         "timed_out": outcome.timed_out,
         "duration_ms": outcome.duration_ms,
+        "sandbox": {"landlock_abi": outcome.landlock_abi},
     }
 
 
@@ -130,6 +142,13 @@ class Environment:
         self.gated_app = _GatedApp(self.env.app, self.gate)
         self.mcp = McpBridge(self.env.app, self.gated_app, tool_timeout_s=settings.tool_timeout_s)
         self.started = time.time()
+        self.landlock_abi = landlock.abi_version()
+        self.sandbox_missing = landlock.missing(self.landlock_abi)
+        if self.sandbox_missing:
+            _log.warning("awm-server: warning: scenario %r: this kernel's Landlock ABI is %d, so verifiers "
+                         "run without: %s", self.scenario, self.landlock_abi, "; ".join(self.sandbox_missing))
+        self._verifiers = anyio.CapacityLimiter(settings.verify_concurrency)
+        self._in_use: set[Path] = set()  # scratch entries of verifies in flight: kept on reset
 
     @property
     def scenario(self) -> str:
@@ -140,6 +159,7 @@ class Environment:
         async with self.gate.exclusive(self.settings.reset_drain_timeout_s):
             # Milliseconds of blocking work; running it inline keeps the exclusive section short.
             self.db.reset(self.env.dispose_engines)
+            self.clear_scratch()
         return {
             "ok": True,
             "resets": self.db.resets,
@@ -149,8 +169,10 @@ class Environment:
     async def verify(
         self, task_idx: int, final_answer: str | None = None, flavour: str = "code"
     ) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(prefix="awm-verify-") as tmp:
-            final = Path(tmp) / "final.db"
+        tmp = Path(tempfile.mkdtemp(prefix="awm-verify-", dir=self.settings.scratch_dir))
+        self._in_use.add(tmp)
+        try:
+            final = tmp / "final.db"
             self.db.snapshot(final)
             return await anyio.to_thread.run_sync(
                 lambda: grade_databases(
@@ -160,14 +182,50 @@ class Environment:
                     final_answer=final_answer,
                     flavour=flavour,
                     limits=self.settings.verifier,
-                )
+                    scratch_root=tmp,
+                ),
+                limiter=self._verifiers,
             )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._in_use.discard(tmp)
 
-    def snapshot_file(self) -> Path:
-        fd, name = tempfile.mkstemp(prefix="awm-snapshot-", suffix=".db")
-        os.close(fd)
-        self.db.snapshot(Path(name))
-        return Path(name)
+    def snapshot_fd(self) -> int:
+        """A consistent copy of the working database, as an open file that has no name.
+
+        The copy is unlinked before it is returned (and on any failure), so no temp file can
+        outlive the request, whether the client reads it all, goes away or the copy fails.
+        """
+        fd, name = tempfile.mkstemp(prefix="awm-snapshot-", suffix=".db", dir=self.settings.scratch_dir)
+        try:
+            os.close(fd)
+            self.db.snapshot(Path(name))
+            return os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            Path(name).unlink(missing_ok=True)  # a failed copy may have removed it already
+
+    def clear_scratch(self) -> None:
+        """Remove what verifiers or the app left in the scratch area.
+
+        The scratch area is `scratch_dir` (the container's /tmp) with the working folder's
+        other files: everything but the working database (and its journals) and the folders
+        of verifies in flight.
+        """
+        work = self.settings.work_dir
+        keep = {*self._in_use, self.db.work}
+        areas = [work] + ([self.settings.scratch_dir] if self.settings.scratch_dir else [])
+        for area in areas:
+            if not area.is_dir():
+                continue
+            for entry in area.iterdir():
+                if entry in keep or entry.name.startswith(self.db.work.name + "-"):
+                    continue
+                if entry == work or any(entry in k.parents for k in keep):
+                    continue  # holds something kept (cleared as its own area)
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -178,10 +236,17 @@ class Environment:
                 "in_flight": self.gate.in_flight,
                 "tool_timeout_s": self.settings.tool_timeout_s,
                 "verify_timeout_s": self.settings.verifier.timeout_s,
-                "control_token": self.settings.control_token is not None,
+                "control_token": self.settings.control_token_sha256 is not None,
+                "control_plane": (
+                    "guarded: every /_awm route but health needs the bearer token"
+                    if self.settings.control_token_sha256 is not None
+                    else "unguarded: no AWM_CONTROL_TOKEN(_SHA256) was given, so anyone who "
+                    "reaches this port can reset, verify and snapshot"
+                ),
                 "pid": os.getpid(),
                 "uid": os.getuid(),
             },
+            "sandbox": {"landlock_abi": self.landlock_abi, "missing": self.sandbox_missing},
         }
 
     def tools(self) -> list[dict[str, Any]]:

@@ -1,11 +1,15 @@
-"""Run untrusted verifier code in a child process with resource limits and a wall-clock timeout.
+"""Run untrusted verifier code in a child process: confined by Landlock, limited, bounded.
 
 Verifiers are LLM-written Python. They never run in the server's process: each call starts a
 fresh interpreter (`python -I`, isolated from the environment and the working directory) with
-limits on CPU time, address space, file size, open files and new processes, an empty
-environment (no control token), a private scratch directory, and only copies of the databases.
-A verifier that hangs, allocates without bound, crashes or prints garbage yields an error result;
-the caller keeps running.
+an empty environment (no control token) and a private scratch folder (its cwd, HOME and
+TMPDIR), removed when the call ends. Before the verifier's code runs, the child confines
+itself with Landlock (`awm_server.landlock`): it can read the Python runtime and the database
+copies it was given, write only its scratch folder, not connect or bind TCP, and not signal
+or reach processes outside itself. rlimits bound CPU time, address space, file size, open
+files and new processes; its stdout and stderr are read up to `Limits.output_bytes` in all,
+and a verifier that prints more is stopped. A verifier that hangs, allocates without bound,
+crashes or floods its output yields an error result; the caller keeps running.
 
     outcome = run_verifier(code, "verify_task_completion",
                            [seed_copy, final_copy, None], limits=Limits(timeout_s=10))
@@ -13,25 +17,33 @@ the caller keeps running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import secrets
+import selectors
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Limits", "Outcome", "grade", "run_verifier"]
 
-# The child: exec the source in a fresh namespace, call the function, print one marked JSON
-# line. The verifier's own prints go to stderr, and the mark is random per run, so nothing it
-# prints is mistaken for the result.
+# Where `awm_server` is importable from: the child imports the Landlock binding from there.
+_LIB = str(Path(__file__).resolve().parent.parent)
+
+# The child: read the payload, confine itself, say how (first marked line), then exec the
+# source in a fresh namespace, call the function and print one marked JSON line. The
+# verifier's own prints go to stderr, and the mark is random per run, so nothing it prints
+# is mistaken for the result; the sandbox line is written before its code runs.
 _CHILD = r"""
-import json, sys, traceback
+import json, os, sys, traceback
 out = sys.stdout
 sys.stdout = sys.stderr
 payload = json.loads(sys.stdin.read())
@@ -39,6 +51,22 @@ MARK = payload.pop("mark")
 def emit(obj):
     out.write(MARK + json.dumps(obj, default=repr) + "\n")
     out.flush()
+try:  # if the container runs out of memory, the kernel kills a verifier before the server
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+except OSError:
+    pass
+sys.path.insert(0, payload["lib"])
+from awm_server import landlock
+del sys.path[0]
+runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+           "/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom"}
+try:
+    abi = landlock.confine(read=sorted(runtime) + payload["read"], write=[os.getcwd(), "/dev/null"])
+except OSError as exc:
+    emit({"error": "the verifier sandbox could not be set up: " + str(exc)})
+    sys.exit(0)
+emit({"landlock_abi": abi})
 try:
     ns = {"__name__": "verifier"}
     exec(compile(payload["code"], payload["filename"], "exec"), ns)
@@ -64,6 +92,7 @@ class Limits:
     file_size_bytes: int = 64 * 1024 * 1024  # largest file it may write
     open_files: int = 64
     processes: int = 0  # new processes or threads it may start (not enforced for root)
+    output_bytes: int = 1024 * 1024  # stdout and stderr together; more stops the verifier
 
 
 @dataclass
@@ -77,6 +106,7 @@ class Outcome:
     duration_ms: float = 0.0
     timed_out: bool = False
     exit_code: int | None = None
+    landlock_abi: int | None = None  # as the child reported it before any verifier code ran
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,6 +124,62 @@ def _limit(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
 
+@dataclass
+class _Output:
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    overflowed: bool
+
+
+def _collect(proc: subprocess.Popen[bytes], payload: bytes, limits: Limits) -> _Output:
+    """Feed the payload, then read stdout and stderr until EOF, the deadline or the size cap.
+
+    On the deadline or the cap the child's process group is killed: memory held here never
+    exceeds `limits.output_bytes`, whatever the verifier prints.
+    """
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    deadline = time.monotonic() + limits.timeout_s
+    try:
+        proc.stdin.write(payload)
+        proc.stdin.close()
+    except BrokenPipeError:  # it died at start-up; its stderr says why
+        pass
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    chunks: dict[int, bytearray] = {out_fd: bytearray(), err_fd: bytearray()}
+    total = 0
+    timed_out = overflowed = False
+    with selectors.DefaultSelector() as sel:
+        for fd in chunks:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and total <= limits.output_bytes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for key, _ in sel.select(left):
+                data = os.read(key.fd, min(65536, limits.output_bytes - total + 1))
+                if not data:
+                    sel.unregister(key.fd)
+                chunks[key.fd] += data
+                total += len(data)
+        overflowed = total > limits.output_bytes
+    if not (timed_out or overflowed):
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:  # closed its output but kept running
+            timed_out = True
+    if timed_out or overflowed:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    return _Output(bytes(chunks[out_fd]), bytes(chunks[err_fd]), timed_out, overflowed)
+
+
 def run_verifier(
     code: str,
     function: str,
@@ -102,27 +188,36 @@ def run_verifier(
     limits: Limits = Limits(),
     filename: str = "<verifier>",
     python: str = sys.executable,
+    readable: Sequence[str] | None = None,
+    scratch_root: Path | None = None,
 ) -> Outcome:
-    """Call `function(*args)` defined by `code` in a limited child process.
+    """Call `function(*args)` defined by `code` in a confined, limited child process.
 
     Args:
         code: the verifier source.
         function: the name of the function to call.
         args: JSON-able positional arguments (file paths, the final answer).
-        limits: resource limits and the wall-clock timeout.
+        limits: resource limits, the output cap and the wall-clock timeout.
         filename: shown in tracebacks, e.g. "gen_verifier.pure_code.jsonl:12".
         python: the interpreter to run the child with.
+        readable: the only files (besides the Python runtime) it may read; by default the
+            arguments that name existing files (the database copies).
+        scratch_root: where its scratch folder is made (default: the system's temp folder).
 
     Returns:
         An `Outcome` with the function's return value, or an error; never raises for faults
         of the verifier itself.
     """
+    if readable is None:
+        readable = [a for a in args if isinstance(a, str) and os.path.isfile(a)]
     mark = f"@@awm-result-{secrets.token_hex(8)}@@"
     payload = json.dumps(
-        {"code": code, "function": function, "args": args, "filename": filename, "mark": mark}
-    )
+        {"code": code, "function": function, "args": args, "filename": filename, "mark": mark,
+         "lib": _LIB, "read": list(readable)}
+    ).encode()
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="awm-verify-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="awm-verify-", dir=scratch_root,
+                                     ignore_cleanup_errors=True) as scratch:
         proc = subprocess.Popen(
             [python, "-I", "-c", _CHILD],
             stdin=subprocess.PIPE,
@@ -132,32 +227,36 @@ def run_verifier(
             env={"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"},
             preexec_fn=lambda: _limit(limits),
             start_new_session=True,  # so a timeout kills anything it managed to start
-            text=True,
         )
-        timed_out = False
-        try:
-            stdout, stderr = proc.communicate(payload, timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            stdout, stderr = proc.communicate()
+        out = _collect(proc, payload, limits)
+    stdout = out.stdout.decode("utf-8", "replace")
+    stderr = out.stderr.decode("utf-8", "replace")
     outcome = Outcome(
         stderr=stderr[-4000:],
         duration_ms=round((time.monotonic() - start) * 1000, 3),
-        timed_out=timed_out,
+        timed_out=out.timed_out,
         exit_code=proc.returncode,
     )
-    if timed_out:
+    marked = []
+    for line in stdout.split("\n"):
+        if line.startswith(mark):
+            try:
+                marked.append(json.loads(line[len(mark):]))
+            except ValueError:  # cut short when it was killed
+                continue
+    if marked and "landlock_abi" in marked[0]:  # written before any verifier code ran
+        outcome.landlock_abi = marked.pop(0)["landlock_abi"]
+    if out.timed_out:
         outcome.error = f"verifier timed out after {limits.timeout_s:g}s and was killed"
         return outcome
-    marked = [line for line in stdout.split("\n") if line.startswith(mark)]
+    if out.overflowed:
+        outcome.error = (f"verifier printed more than {limits.output_bytes} bytes (the output limit) "
+                         "and was stopped")
+        return outcome
     if not marked:
         outcome.error = _describe_death(proc.returncode, stderr)
         return outcome
-    data = json.loads(marked[-1][len(mark) :])
+    data = marked[-1]
     outcome.value = data.get("value")
     outcome.error = data.get("error")
     outcome.traceback = data.get("traceback")
