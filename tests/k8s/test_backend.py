@@ -326,3 +326,27 @@ def test_a_failing_port_forward_is_reported(
         assert pod_names(fake) == []
     finally:
         backend.close()
+
+
+def test_in_the_cluster_the_runner_pod_owns_the_lease(
+    fake: FakeKube, env_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = fake.create_object("v1", "pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "trainer-0"},
+                                               "spec": {"containers": [{"name": "t", "image": "trainer"}]}})
+    for var, value in (("AWM_POD_NAME", "trainer-0"), ("AWM_POD_UID", runner["metadata"]["uid"]),
+                       ("AWM_POD_NAMESPACE", "awm")):
+        monkeypatch.setenv(var, value)
+    backend = KubernetesBackend(fake.client(), connect="pod-ip", server_port=env_server)
+    try:
+        env = backend.start(IMAGE)
+        [lease] = fake.list_objects("leases")
+        assert lease["metadata"]["ownerReferences"] == [
+            {"apiVersion": "v1", "kind": "Pod", "name": "trainer-0", "uid": runner["metadata"]["uid"]}]
+        kill(backend)
+        with fake.cond:  # the trainer pod is deleted (preempted, finished, killed)
+            fake._delete(("v1", "pods", "awm", "trainer-0"))
+        assert fake.list_objects("leases") == []
+        assert env.id not in pod_names(fake)
+        assert pod_names(fake) == []
+    finally:
+        backend.close()

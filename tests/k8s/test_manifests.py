@@ -242,3 +242,15 @@ def test_render_examples_from_the_engine(tmp_path: Path, crds: Path, images: dic
         scenario = t["metadata"]["labels"]["awm.io/scenario"]
         assert image == images[scenario]
         assert not image.endswith(":latest")
+
+
+def test_the_example_trainer_is_a_runner_the_environments_let_in(crds: Path) -> None:
+    objects = kustomize(K8S / "examples" / "trainer")
+    check_all(objects, crds)
+    [job] = objects
+    pod = job["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == "awm-runner"
+    assert pod["metadata"]["labels"][LABEL_RUNNER] == "true"
+    downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["spec"]["containers"][0]["env"]}
+    assert downward == {"AWM_POD_NAME": "metadata.name", "AWM_POD_UID": "metadata.uid",
+                        "AWM_POD_NAMESPACE": "metadata.namespace"}
