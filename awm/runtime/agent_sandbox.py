@@ -282,7 +282,7 @@ class AgentSandboxBackend:
 
     def close(self) -> None:
         """Delete this backend's Lease: its claims follow."""
-        for name in self._owned:
+        for name in list(self._owned):
             reaper.untrack(name)
         self._owned.clear()
         self.lease.release()

@@ -51,7 +51,7 @@ from awm import __version__
 from awm.core.errors import AWMError, BackendUnavailable, EnvStartTimeout, ImageNotFound
 from awm.core.labels import DETACHED, Owner, check_user_labels, new_run_id
 from awm.runtime import reaper, tokens
-from awm.runtime.base import EnvRecord, Isolation, Protection, StartOptions
+from awm.runtime.base import EnvRecord, Isolation, Protection, Resources, StartOptions
 from awm.runtime.env import Env
 from awm.runtime.k8s_objects import (
     ANNOTATION_OWNER,
@@ -541,7 +541,8 @@ class KubernetesBackend:
             annotations={ANNOTATION_OWNER: DETACHED if opts.detached else str(Owner.current())},
             env={**opts.env, tokens.TOKEN_HASH_VAR: tokens.token_hash(token)},
             owner_references=owner_refs,
-            resources=opts.resources,
+            # the template's limits stand unless the caller asked for others
+            resources=None if opts.resources == Resources() else opts.resources,
         )
         self._create(pod, image)
         if not opts.detached:
@@ -754,7 +755,7 @@ class KubernetesBackend:
         """Delete this backend's Lease (its pods follow) and stop the watch."""
         for name in list(self._forwards):
             self.stop(name)
-        for name in self._owned:  # deleting the Lease deletes them
+        for name in list(self._owned):  # deleting the Lease deletes them
             reaper.untrack(name)
         self._owned.clear()
         self.lease.release()

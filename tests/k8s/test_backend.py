@@ -14,7 +14,7 @@ import pytest
 
 from awm.core.errors import BackendUnavailable, EnvStartTimeout, ImageNotFound
 from awm.runtime import tokens
-from awm.runtime.base import Backend, Isolation, Protection, Timeouts
+from awm.runtime.base import Backend, Isolation, Protection, Resources, Timeouts
 from awm.runtime.k8s_backend import AsyncKubernetesBackend, KubernetesBackend, scenario_of
 from awm.runtime.k8s_objects import (
     ANNOTATION_OWNER,
@@ -350,3 +350,13 @@ def test_in_the_cluster_the_runner_pod_owns_the_lease(
         assert pod_names(fake) == []
     finally:
         backend.close()
+
+
+def test_limits_come_from_the_template_unless_asked(fake: FakeKube, backend: KubernetesBackend) -> None:
+    backend.start(IMAGE)
+    backend.start(IMAGE, resources=Resources(memory="1g", cpus=2, tmpfs_size="64m"))
+    first, second = (p["spec"] for p in sorted(fake.list_objects("pods"), key=lambda p: p["metadata"]["uid"]))
+    template = default_pod_template()["template"]["spec"]
+    limits = {(p["containers"][0]["resources"]["limits"]["memory"], p["volumes"][0]["emptyDir"]["sizeLimit"])
+              for p in (first, second)}
+    assert limits == {(template["containers"][0]["resources"]["limits"]["memory"], "256Mi"), ("1Gi", "64Mi")}
