@@ -54,12 +54,14 @@ from common import (  # noqa: E402
 )
 
 from awm.builder.build.base_image import BASE_DIR, ensure_base_image, ensure_os_image, ensure_wheelhouse  # noqa: E402
-from awm.builder.build.batch import build_images, default_jobs  # noqa: E402
+from awm.builder.build.batch import BuildOptions, build_images, default_jobs  # noqa: E402
 from awm.builder.catalog.loader import load_catalog  # noqa: E402
 from awm.builder.catalog.models import ScenarioBundle  # noqa: E402
 from awm.builder.build.render import render  # noqa: E402
 from awm.builder.build.report import BuildResult  # noqa: E402
 from awm.builder.catalog.variants import derive_variants  # noqa: E402
+from awm.core.labels import LABEL_SCENARIO  # noqa: E402
+from awm_server.contract import CONTEXT_DIR, MODULE_FILE, SEED_FILE, VERIFIERS_FILE  # noqa: E402
 
 PREFIX = "bench scale"  # image names awm/bench_scale_...
 NAIVE_REPO = "awm-bench/naive"
@@ -86,7 +88,7 @@ CMD ["serve"]
 def _own_bytes(bundle: ScenarioBundle, base: str) -> int:
     """seed.db + module + verifiers of a scenario, as rendered into its image."""
     files = render(bundle, base).files
-    return sum(len(files[f"scenario/{name}"]) for name in ("seed.db", "env.py", "verifiers.json"))
+    return sum(len(files[f"{CONTEXT_DIR}/{name}"]) for name in (SEED_FILE, MODULE_FILE, VERIFIERS_FILE))
 
 
 def _allocated(path: Path) -> int | None:
@@ -113,7 +115,7 @@ def _build(client: docker.DockerClient, root: Path, *, jobs: int, check: bool,
            smoke: bool = False) -> tuple[list[BuildResult], float]:
     bundles = list(load_catalog(root).bundles.values())
     started = time.perf_counter()
-    results = build_images(bundles, client=client, jobs=jobs, check=check, smoke=smoke)
+    results = build_images(bundles, BuildOptions(jobs=jobs, check=check, smoke=smoke), client=client)
     elapsed = time.perf_counter() - started
     failed = [f"{r.scenario}: {r.error}" for r in results if r.status == "failed"]
     if failed:
@@ -348,8 +350,8 @@ def main() -> int:
 def _cleanup(client: docker.DockerClient, prefixes: list[str]) -> None:
     """Remove the images this benchmark made (by their scenario label, and the naive tags)."""
     removed = 0
-    for item in client.api.images(filters={"label": "awm.scenario"}):
-        if any((item.get("Labels") or {}).get("awm.scenario", "").startswith(p) for p in prefixes):
+    for item in client.api.images(filters={"label": LABEL_SCENARIO}):
+        if any((item.get("Labels") or {}).get(LABEL_SCENARIO, "").startswith(p) for p in prefixes):
             try:
                 client.api.remove_image(item["Id"], force=True)
                 removed += 1

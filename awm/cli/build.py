@@ -19,9 +19,10 @@ from awm.builder.build.batch import (
     excluded_results,
     select_bundles,
 )
+from awm.builder.build.options import BuildOptions
+from awm.builder.build.report import BuildReport, BuildResult, ReportWriter
 from awm.builder.catalog.loader import load_catalog
 from awm.core.cli import err_console, handle_errors
-from awm.builder.build.report import BuildReport, BuildResult, ReportWriter
 
 __all__ = ["DEFAULT_REPORT", "register"]
 
@@ -108,14 +109,16 @@ def build(
     cat = load_catalog(dataset)
     bundles, excluded = select_bundles(cat, only=only, exclude=exclude, limit=limit)
     total = len(bundles) + len(excluded)
-    do_smoke = smoke if smoke is not None else total <= SMOKE_AUTO_LIMIT
-    jobs = jobs or default_jobs()
+    options = BuildOptions(
+        only=tuple(only), exclude=tuple(exclude), limit=limit, jobs=jobs or default_jobs(), rebuild=rebuild,
+        check=check, strict=strict, foreign_keys=foreign_keys,
+        smoke=smoke if smoke is not None else total <= SMOKE_AUTO_LIMIT,
+    )
     report = BuildReport(
         dataset=str(dataset.resolve()),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         selected=total,
-        options={"only": only, "exclude": exclude, "limit": limit, "jobs": jobs, "rebuild": rebuild,
-                 "check": check, "smoke": do_smoke, "strict": strict, "foreign_keys": foreign_keys},
+        options=options,
     )
     writer = ReportWriter(report_path, report)
     if report.resumed and report.previous:
@@ -125,8 +128,8 @@ def build(
                           "finished images are found in the cache", highlight=False)
     show_all = total <= _ROWS_SHOWN
     counts = {"failed": 0, "built": 0}
-    smoke_note = "smoke tests on" if do_smoke else "smoke tests off (--smoke to run them)"
-    err_console.print(f"{total} scenario(s), {jobs} at a time, {smoke_note}", highlight=False)
+    smoke_note = "smoke tests on" if options.smoke else "smoke tests off (--smoke to run them)"
+    err_console.print(f"{total} scenario(s), {options.jobs} at a time, {smoke_note}", highlight=False)
 
     with Progress(
         TextColumn("[bold]building"),
@@ -160,8 +163,7 @@ def build(
             on_result(result)
         try:
             build_images(
-                bundles, rebuild=rebuild, check=check, strict=strict, foreign_keys=foreign_keys, jobs=jobs,
-                smoke=do_smoke, report=writer,
+                bundles, options, report=writer,
                 on_step=lambda msg: progress.update(task, description=msg),
                 on_result=on_result,
             )

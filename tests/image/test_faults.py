@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from awm.builder.build.batch import BuildResult, build_bundle, build_images
+from awm.builder.build.batch import BuildOptions, BuildResult, build_bundle, build_images
 from awm.builder.catalog.loader import load_catalog
 from awm.runtime.env import Env
 from awm.core.errors import EnvStartTimeout
@@ -106,7 +106,7 @@ def test_module_crashing_on_import_fails_the_build_with_its_exception(
     from awm.builder.build.base_image import ensure_base_image
 
     base = ensure_base_image(docker_client)
-    result = build_bundle(docker_client, bundle, base, rebuild=True)
+    result = build_bundle(docker_client, bundle, base, BuildOptions(rebuild=True))
     assert result.status == "failed"
     assert result.error is not None
     assert result.error.startswith(
@@ -129,7 +129,8 @@ def test_module_crashing_on_import_fails_the_start_with_its_log(
     from awm.builder.build.base_image import ensure_base_image
 
     result = build_bundle(
-        docker_client, load_catalog(root).bundles["broken_start_test"], ensure_base_image(docker_client), check=False
+        docker_client, load_catalog(root).bundles["broken_start_test"], ensure_base_image(docker_client),
+        BuildOptions(check=False),
     )
     assert result.status in ("built", "cached")
     with pytest.raises(EnvStartTimeout) as info:
@@ -153,7 +154,9 @@ def test_module_blocking_at_import_fails_the_build_in_time(
     from awm.builder.build.base_image import ensure_base_image
 
     bundle = load_catalog(root).bundles["blocking_desk_test"]
-    result = build_bundle(docker_client, bundle, ensure_base_image(docker_client), rebuild=True, check_timeout_s=3)
+    result = build_bundle(
+        docker_client, bundle, ensure_base_image(docker_client), BuildOptions(rebuild=True, check_timeout_s=3)
+    )
     assert result.status == "failed"
     assert result.error == (
         "scenario 'blocking_desk_test': environment module did not finish importing within 3s "

@@ -41,24 +41,24 @@ import docker.errors
 import requests
 
 from awm.builder.build.base_image import ensure_base_image
-from awm.builder.catalog.loader import Catalog
 from awm.builder.build.checker import BatchChecker, CheckerUnavailable
-from awm.builder.catalog.models import Problem, ScenarioBundle, Severity
-from awm.core.naming import normalise
-from awm.builder.build.render import BuildContext, image_repo, render
+from awm.builder.build.options import BuildOptions
+from awm.builder.build.render import BuildContext, render
 from awm.builder.build.report import BuildResult, ReportWriter, Status
 from awm.builder.build.smoke import SmokeResult, load_record, save_record, smoke_test
-from awm.core.errors import AWMError, BackendUnavailable, DatasetError, ImageBuildError, ScenarioNotFound
+from awm.builder.catalog.loader import Catalog
+from awm.builder.catalog.models import Problem, ScenarioBundle, Severity
+from awm.core.errors import AWMError, DatasetError, ImageBuildError, ScenarioNotFound
+from awm.core.labels import LABEL_ROLE, LABEL_RUN_ID, LABEL_SCENARIO, owner_labels
+from awm.core.naming import LATEST_TAG, QUARANTINE_TAG, image_ref, image_repo, normalise
 from awm.runtime.base import Resources
 from awm.runtime.docker_backend import engine_client, remove_orphans, sandbox_options
-from awm.core.labels import LABEL_RUN_ID, owner_labels
 from awm_server.checkresult import find_result, new_key
 
 __all__ = [
     "BUILD_RUN_PREFIX",
-    "CHECK_TIMEOUT_S",
-    "QUARANTINE_TAG",
     "SMOKE_AUTO_LIMIT",
+    "BuildOptions",
     "BuildResult",
     "build_bundle",
     "build_images",
@@ -71,10 +71,6 @@ __all__ = [
 
 log = logging.getLogger("awm")
 
-CHECK_TIMEOUT_S = 60.0
-QUARANTINE_TAG = "quarantined"
-"""The tag that marks a scenario's image that cannot start: `awm/<scenario>:quarantined`."""
-
 SMOKE_AUTO_LIMIT = 20
 """`awm build` smoke-tests by default when it selects at most this many scenarios."""
 
@@ -82,7 +78,6 @@ SMOKE_AUTO_LIMIT = 20
 # run id starting with this prefix, so that those of a build that was killed (SIGKILL: no
 # cleanup) are found and removed by the next build on the same host.
 BUILD_RUN_PREFIX = "build-"
-_ROLE = "awm.role"
 
 
 def _cpus() -> int:
@@ -135,7 +130,7 @@ def _check_image(
         ["check", "--key-stdin"],
         stdin_open=True,
         **sandbox_options(Resources(tmpfs_size="64m"), network=False),
-        labels={**owner_labels(run_id, ctx.scenario), _ROLE: "build-check"},
+        labels={**owner_labels(run_id, ctx.scenario), LABEL_ROLE: "build-check"},
     )
     try:
         stdin = client.api.attach_socket(str(container.id), params={"stdin": 1, "stream": 1})
@@ -195,7 +190,7 @@ class _Images:
         self.client = client
         self.tags: dict[str, tuple[str, int]] = {}
         self.lock = threading.Lock()
-        for item in client.api.images(filters={"label": "awm.scenario"}):
+        for item in client.api.images(filters={"label": LABEL_SCENARIO}):
             for tag in item.get("RepoTags") or []:
                 self.tags[tag] = (item["Id"], int(item["Size"]))
 
@@ -208,15 +203,9 @@ def build_bundle(
     client: docker.DockerClient,
     bundle: ScenarioBundle,
     base_image: str,
+    options: BuildOptions | None = None,
     *,
-    rebuild: bool = False,
-    check: bool = True,
-    check_timeout_s: float = CHECK_TIMEOUT_S,
-    strict: bool = False,
-    foreign_keys: bool = True,
-    smoke: bool = False,
     backend: Any = None,
-    smoke_timeout_s: float = 60.0,
     base_size: int | None = None,
     run_id: str | None = None,
     checker: BatchChecker | None = None,
@@ -230,16 +219,11 @@ def build_bundle(
         client: the Docker client.
         bundle: the scenario.
         base_image: the base image tag (see `ensure_base_image`).
-        rebuild: build even when the digest has an image (and smoke-test it again).
-        check: import the module with `check` before tagging the new image (with `checker`
-            when given, else in the new image itself; see module docstring).
-        check_timeout_s: how long the module may take to import.
-        strict: refuse the scenario when a seed statement fails.
-        foreign_keys: PRAGMA foreign_keys while seeding.
-        smoke: smoke-test the image (`awm.builder.build.smoke`); quarantine it when it cannot start.
+        options: rebuild, check, strict, smoke... (`BuildOptions`; selection and `jobs` do not
+            apply to one scenario). With `check`, the module is imported before the new image
+            is tagged: by `checker` when given, else in the new image itself.
         backend: the runtime backend the smoke test starts containers with (a
             `DockerBackend` on `client` by default).
-        smoke_timeout_s: how long a smoke-tested server may take to become ready.
         base_size: the base image's size in bytes (looked up when not given).
         run_id: the run id the check container is labelled with (`build-...`).
         checker: a `BatchChecker` to check the scenario's files with before building, instead
@@ -250,6 +234,7 @@ def build_bundle(
         A `BuildResult`: built, cached, quarantined, or failed with `stage` and `error`.
     """
     start = time.monotonic()
+    opts = options or BuildOptions()
     run_id = run_id or new_build_run_id()
     result = BuildResult(
         scenario=bundle.id, status="failed", tasks=len(bundle.tasks),
@@ -257,7 +242,7 @@ def build_bundle(
     )
     stage = "seed"
     try:
-        ctx = render(bundle, base_image, foreign_keys=foreign_keys, strict=strict)
+        ctx = render(bundle, base_image, foreign_keys=opts.foreign_keys, strict=opts.strict)
         result.tag = ctx.tag
         result.scenario_bytes = ctx.scenario_bytes
         result.seed_tables = ctx.seed_stats.tables
@@ -265,10 +250,10 @@ def build_bundle(
         result.failed_sql = list(ctx.seed_stats.failed)
         result.failed_statements = len(ctx.seed_stats.failed)
         repo = image_repo(bundle.id)
-        manifest_tools = [t["name"] for t in ctx.manifest["tools"]]  # type: ignore[index, union-attr]
+        manifest_tools = ctx.manifest.tool_names
 
         stage = "engine"
-        found = None if rebuild else _lookup(client, known, ctx.tag)
+        found = None if opts.rebuild else _lookup(client, known, ctx.tag)
         status: Status
         if found is not None:
             status = "cached"
@@ -276,18 +261,18 @@ def build_bundle(
             result.tools = manifest_tools
         else:
             tools: list[str] | None = None
-            if check and checker is not None:
+            if opts.check and checker is not None:
                 stage = "check"  # on the files, before building (see builder.checker)
                 try:
-                    tools = checker.check(ctx, check_timeout_s)
+                    tools = checker.check(ctx, opts.check_timeout_s)
                 except CheckerUnavailable as exc:
                     log.info("%s: %s; checking the image itself", bundle.id, exc.message)
             stage = "build"
             image_id = _docker_build(client, ctx)
-            if check and tools is None:
+            if opts.check and tools is None:
                 stage = "check"
                 try:
-                    tools = _check_image(client, ctx, image_id, check_timeout_s, run_id)
+                    tools = _check_image(client, ctx, image_id, opts.check_timeout_s, run_id)
                 except BaseException:
                     # Untagged, so nothing else uses it; the next run builds it afresh.
                     _remove_quietly(client, image_id)
@@ -299,14 +284,14 @@ def build_bundle(
             status = "built"
         # The mark is on the image, whatever brought it here: a rebuild that gives the same image
         # (the engine's layer cache) is as quarantined as a cached one, smoke test or not.
-        marked = _lookup(client, known, f"{repo}:{QUARANTINE_TAG}")
+        marked = _lookup(client, known, image_ref(bundle.id, QUARANTINE_TAG))
         quarantined = marked is not None and marked[0] == image_id
 
-        if smoke:
+        if opts.smoke:
             stage = "smoke"
-            record = None if (rebuild or status == "built") else load_record(image_id)
+            record = None if (opts.rebuild or status == "built") else load_record(image_id)
             if record is None and not quarantined:
-                record = _smoke(client, backend, ctx, bundle, smoke_timeout_s, run_id)
+                record = _smoke(client, backend, ctx, bundle, opts.smoke_timeout_s, run_id)
                 save_record(image_id, record)
             result.smoke = record
             if record is not None and record.status == "failed":
@@ -317,15 +302,17 @@ def build_bundle(
         stage = "engine"
         if quarantined:
             client.api.tag(image_id, repo, QUARANTINE_TAG)
-            latest = _lookup(client, None, f"{repo}:latest")
+            latest = _lookup(client, None, image_ref(bundle.id, LATEST_TAG))
             if latest is not None and latest[0] == image_id:
-                client.api.remove_image(f"{repo}:latest")  # only the tag: the image has others
+                client.api.remove_image(image_ref(bundle.id, LATEST_TAG))  # only the tag: the image has others
             status = "quarantined"
             result.stage = "smoke"
             why = result.smoke.error if result.smoke and result.smoke.error else "it could not start earlier"
-            result.error = f"scenario {bundle.id!r}: quarantined as {repo}:{QUARANTINE_TAG}: cannot start: {why}"
+            result.error = (
+                f"scenario {bundle.id!r}: quarantined as {image_ref(bundle.id, QUARANTINE_TAG)}: cannot start: {why}"
+            )
         else:
-            client.api.tag(image_id, repo, "latest")
+            client.api.tag(image_id, repo, LATEST_TAG)
         result.image_id = image_id
         result.size_bytes = size
         if base_size is None:
@@ -466,18 +453,10 @@ def excluded_results(excluded: dict[str, list[Problem]]) -> list[BuildResult]:
 
 def build_images(
     bundles: Iterable[ScenarioBundle],
+    options: BuildOptions | None = None,
     *,
     client: docker.DockerClient | None = None,
-    rebuild: bool = False,
-    check: bool = True,
-    check_timeout_s: float = CHECK_TIMEOUT_S,
-    strict: bool = False,
-    foreign_keys: bool = True,
-    jobs: int | None = None,
-    smoke: bool = False,
-    smoke_timeout_s: float = 60.0,
     backend: Any = None,
-    batch_check: bool = True,
     report: ReportWriter | None = None,
     on_step: Callable[[str], None] | None = None,
     on_start: Callable[[str], None] | None = None,
@@ -486,20 +465,12 @@ def build_images(
     """Build the base image if needed, then one image per scenario, `jobs` at a time.
 
     Args:
-        bundles: the scenarios to build.
+        bundles: the scenarios to build (already selected: see `select_bundles`).
+        options: how to build them (`BuildOptions`; the defaults when None). The checks of
+            new scenarios run in one `BatchChecker` container (see module docstring and
+            `awm.builder.build.checker`) unless `batch_check` is off.
         client: a Docker client; the local engine by default.
-        rebuild: build even when an image with the same digest exists.
-        check: import each new scenario's module on the base image before tagging (see module
-            docstring and `awm.builder.build.checker`).
-        check_timeout_s: how long a module may take to import.
-        strict: refuse scenarios whose seed has failing statements.
-        foreign_keys: PRAGMA foreign_keys while seeding.
-        jobs: scenarios built at once; `default_jobs()` when None.
-        smoke: smoke-test every image (new, or cached without a smoke result on this host).
-        smoke_timeout_s: how long a smoke-tested server may take to become ready.
         backend: the runtime backend for smoke tests (a `DockerBackend` by default).
-        batch_check: check new scenarios in one `BatchChecker` container (when the engine is
-            on this host) rather than starting each new image.
         report: a report writer that receives every result as it is known.
         on_step: progress messages about the base image.
         on_start: called with a scenario id when its build starts (from a worker thread).
@@ -517,14 +488,15 @@ def build_images(
             written (incomplete); scenarios not started are left for the next run.
     """
     bundles = list(bundles)
-    jobs = max(1, jobs or default_jobs())
+    opts = options or BuildOptions()
+    jobs = max(1, opts.jobs or default_jobs())
     client = client or engine_client(max_pool_size=max(10, 2 * jobs + 2))
     base = ensure_base_image(client, on_step=on_step)
     if report is not None:
         report.report.base_image = base
     reap_leftovers(client)
     run_id = new_build_run_id()
-    if smoke and backend is None:
+    if opts.smoke and backend is None:
         from awm.runtime.docker_backend import DockerBackend
 
         backend = DockerBackend(client=client, run_id=run_id)
@@ -532,7 +504,7 @@ def build_images(
     known = _Images(client)
     # One checker container for the batch (started on the first scenario that needs a check).
     checker = BatchChecker(client, base, run_id=run_id, concurrency=_cpus()) if (
-        check and batch_check and BatchChecker.supported(client)
+        opts.check and opts.batch_check and BatchChecker.supported(client)
     ) else None
     log.info("build %s: %d scenario(s), %d at a time, base %s", run_id, len(bundles), jobs, base)
 
@@ -540,9 +512,8 @@ def build_images(
         if on_start:
             on_start(bundle.id)
         return build_bundle(
-            client, bundle, base, rebuild=rebuild, check=check, check_timeout_s=check_timeout_s, strict=strict,
-            foreign_keys=foreign_keys, smoke=smoke, backend=backend, smoke_timeout_s=smoke_timeout_s, base_size=base_size, run_id=run_id,
-            checker=checker, known=known,
+            client, bundle, base, opts, backend=backend, base_size=base_size, run_id=run_id, checker=checker,
+            known=known,
         )
 
     results: dict[str, BuildResult] = {}

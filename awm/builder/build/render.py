@@ -13,24 +13,33 @@ import re
 import sqlite3
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from awm import __version__
-
 from awm.builder.catalog.models import ScenarioBundle, SeedStats
 from awm.builder.catalog.seed import build_seed
+from awm.core import labels as L
+from awm.core.naming import image_ref, image_repo
+from awm_server.contract import (
+    CONTEXT_DIR,
+    MANIFEST_FILE,
+    MODULE_FILE,
+    SCENARIO_DIR,
+    SEED_FILE,
+    TASKS_FILE,
+    VERIFIERS_FILE,
+    ScenarioManifest,
+    SeedSummary,
+    ToolRoute,
+    Versions,
+)
 
-__all__ = ["IMAGE_REPO_PREFIX", "BuildContext", "dockerfile_word", "image_repo", "render"]
+__all__ = ["BuildContext", "dockerfile_word", "render"]
 
-IMAGE_REPO_PREFIX = "awm/"
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-
-
-def image_repo(scenario_id: str) -> str:
-    return f"{IMAGE_REPO_PREFIX}{scenario_id}"
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -56,15 +65,15 @@ class BuildContext:
     digest: str
     files: dict[str, bytes]
     seed_stats: SeedStats
-    manifest: dict[str, object] = field(default_factory=dict)
+    manifest: ScenarioManifest
 
     @property
     def tag(self) -> str:
-        return f"{image_repo(self.scenario)}:{self.digest}"
+        return image_ref(self.scenario, self.digest)
 
     @property
     def scenario_bytes(self) -> int:
-        return sum(len(v) for k, v in self.files.items() if k.startswith("scenario/"))
+        return sum(len(v) for k, v in self.files.items() if k.startswith(f"{CONTEXT_DIR}/"))
 
     def tar(self) -> io.BytesIO:
         """The context as an uncompressed tar, with fixed metadata so it is reproducible."""
@@ -113,10 +122,10 @@ def render(
         for flavour, by_task in bundle.verifiers.items()
     }
     files = {
-        "scenario/env.py": bundle.env_code.encode(),
-        "scenario/seed.db": seed,
-        "scenario/tasks.json": _json(bundle.tasks),
-        "scenario/verifiers.json": _json(verifiers),
+        f"{CONTEXT_DIR}/{MODULE_FILE}": bundle.env_code.encode(),
+        f"{CONTEXT_DIR}/{SEED_FILE}": seed,
+        f"{CONTEXT_DIR}/{TASKS_FILE}": _json(bundle.tasks),
+        f"{CONTEXT_DIR}/{VERIFIERS_FILE}": _json(verifiers),
     }
     # Where a record sat in its file (verifier line numbers) is not part of the scenario.
     source = bundle.model_dump(mode="json", exclude={"problems"})
@@ -125,53 +134,53 @@ def render(
             v.pop("source_file")
             v.pop("source_line")
     source_digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
-    manifest: dict[str, object] = {
-        "scenario": bundle.id,
-        "name": bundle.name,
-        "description": bundle.description,
-        "tools": [
-            {"name": t.name, "method": t.method, "path": t.path} for t in bundle.tools
-        ],
-        "shadowed_routes": [
-            {"name": r.name, "method": r.method, "path": r.path} for r in bundle.routes if r.shadowed
-        ],
-        "task_count": len(bundle.tasks),
-        "verifiers": {f: sorted(int(i) for i in by) for f, by in verifiers.items()},
-        "seed": {
-            "foreign_keys": stats.foreign_keys,
-            "tables": stats.tables,
-            "rows": stats.rows,
-            "bytes": len(seed),
-            "failed_statements": [f.model_dump() for f in stats.failed],
-        },
-        "problems": [str(p) for p in bundle.problems],
-        "source_digest": source_digest,
-        "versions": {"awm": __version__, "base_image": base_image, "sqlite": sqlite3.sqlite_version},
-    }
+    manifest = ScenarioManifest(
+        scenario=bundle.id,
+        name=bundle.name,
+        description=bundle.description,
+        tools=[ToolRoute(name=t.name, method=t.method, path=t.path) for t in bundle.tools],
+        shadowed_routes=[ToolRoute(name=r.name, method=r.method, path=r.path) for r in bundle.routes if r.shadowed],
+        task_count=len(bundle.tasks),
+        verifiers={f: sorted(int(i) for i in by) for f, by in verifiers.items()},
+        seed=SeedSummary(
+            foreign_keys=stats.foreign_keys,
+            tables=stats.tables,
+            rows=stats.rows,
+            bytes=len(seed),
+            failed_statements=list(stats.failed),
+        ),
+        problems=[str(p) for p in bundle.problems],
+        source_digest=source_digest,
+        versions=Versions(awm=__version__, base_image=base_image, sqlite=sqlite3.sqlite_version),
+    )
     hasher = hashlib.sha256(base_image.encode())
     for name in sorted(files):
         hasher.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    hasher.update(_json(manifest))
+    # The manifest without its own digest, in the same bytes as always (unchanged digests).
+    hasher.update(_json(manifest.model_dump(mode="json", exclude={"image_digest"})))
     template = (TEMPLATES / "scenario.Dockerfile.j2").read_text()
     hasher.update(template.encode())
     digest = hasher.hexdigest()[:16]
-    manifest["image_digest"] = digest
-    files["scenario/manifest.json"] = _json(manifest)
+    manifest = manifest.model_copy(update={"image_digest": digest})
+    files[f"{CONTEXT_DIR}/{MANIFEST_FILE}"] = _json(manifest.model_dump(mode="json"))
 
     labels = {
-        "org.opencontainers.image.title": image_repo(bundle.id),
-        "org.opencontainers.image.description": bundle.name,
-        "org.opencontainers.image.version": digest,
-        "org.opencontainers.image.base.name": base_image,
-        "awm.scenario": bundle.id,
-        "awm.digest": digest,
-        "awm.source-digest": source_digest,
-        "awm.version": __version__,
-        "awm.tools": str(len(bundle.tools)),
-        "awm.tasks": str(len(bundle.tasks)),
-        "awm.seed.failed-statements": str(len(stats.failed)),
+        L.OCI_TITLE: image_repo(bundle.id),
+        L.OCI_DESCRIPTION: bundle.name,
+        L.OCI_VERSION: digest,
+        L.OCI_BASE_NAME: base_image,
+        L.LABEL_SCENARIO: bundle.id,
+        L.LABEL_DIGEST: digest,
+        L.LABEL_SOURCE_DIGEST: source_digest,
+        L.LABEL_VERSION: __version__,
+        L.LABEL_TOOLS: str(len(bundle.tools)),
+        L.LABEL_TASKS: str(len(bundle.tasks)),
+        L.LABEL_SEED_FAILED: str(len(stats.failed)),
     }
     env = jinja2.Environment(keep_trailing_newline=True, autoescape=False, undefined=jinja2.StrictUndefined)
     env.filters["label"] = dockerfile_word
-    files["Dockerfile"] = env.from_string(template).render(base_image=base_image, labels=labels).encode()
+    dockerfile = env.from_string(template).render(
+        base_image=base_image, context_dir=CONTEXT_DIR, scenario_dir=SCENARIO_DIR, labels=labels
+    )
+    files["Dockerfile"] = dockerfile.encode()
     return BuildContext(scenario=bundle.id, digest=digest, files=files, seed_stats=stats, manifest=manifest)

@@ -9,7 +9,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from awm.builder.build.batch import build_images
+from awm.builder.build.batch import BuildOptions, build_images
 from awm.builder.catalog.loader import load_catalog
 from awm.builder.build.report import BuildReport, ReportWriter
 from tests.builder.build.conftest import edit_records, make_variants
@@ -34,7 +34,7 @@ def test_rerun_builds_nothing_and_a_changed_row_rebuilds_one_scenario(
     root = tmp_path / "dataset"
     ids = make_variants(root, 5, "t4 cache")
 
-    first = build_images(load_catalog(root).bundles.values(), client=docker_client, jobs=3)
+    first = build_images(load_catalog(root).bundles.values(), BuildOptions(jobs=3), client=docker_client)
     assert [(r.scenario, r.status, r.error) for r in first] == [(sid, "built", None) for sid in ids]
     assert all(r.tools and r.layer_bytes and r.image_id for r in first)
     before = _image_ids(docker_client, prefix)
@@ -42,7 +42,7 @@ def test_rerun_builds_nothing_and_a_changed_row_rebuilds_one_scenario(
 
     report_path = tmp_path / "report.json"
     writer = ReportWriter(report_path, BuildReport(dataset=str(root), started_at="now", selected=len(ids)))
-    second = build_images(load_catalog(root).bundles.values(), client=docker_client, jobs=3, report=writer)
+    second = build_images(load_catalog(root).bundles.values(), BuildOptions(jobs=3), client=docker_client, report=writer)
     writer.finish()
     assert [r.status for r in second] == ["cached"] * len(ids)
     assert _image_ids(docker_client, prefix) == before  # not one image was made again
@@ -58,7 +58,7 @@ def test_rerun_builds_nothing_and_a_changed_row_rebuilds_one_scenario(
         stmts[-1] = stmts[-1].replace("'", "'changed ", 1)
 
     edit_records(root, "gen_sample.jsonl", changed, add_suffix)
-    third = build_images(load_catalog(root).bundles.values(), client=docker_client, jobs=3)
+    third = build_images(load_catalog(root).bundles.values(), BuildOptions(jobs=3), client=docker_client)
     assert {r.scenario: r.status for r in third} == {sid: "built" if sid == changed else "cached" for sid in ids}
     after = _image_ids(docker_client, prefix)
     assert {sid for sid in ids if after[sid] != before[sid]} == {changed}

@@ -11,10 +11,9 @@ from typing import Any
 import docker
 import pytest
 
-from awm.builder.build.batch import build_bundle, build_images, new_build_run_id
+from awm.builder.build.batch import BuildOptions, build_bundle, build_images, new_build_run_id
 from awm.builder.catalog.loader import load_catalog
 from awm.builder.build.checker import BatchChecker, CheckerUnavailable
-from awm.builder.build.options import BuildOptions
 from awm.core.labels import LABEL_OWNER, Owner
 from tests.builder.build.conftest import edit_records, make_variants
 
@@ -42,7 +41,7 @@ def test_checker_verdicts_match_the_image_check(
         edit_records(root, "gen_envs.jsonl", sid,
                      lambda rec, e=edit: rec.update(full_code=rec["full_code"].replace("app = FastAPI(", e, 1)))
     bundles = load_catalog(root).bundles
-    results = {r.scenario: r for r in build_images(bundles.values(), client=docker_client, jobs=3, check_timeout_s=3)}
+    results = {r.scenario: r for r in build_images(bundles.values(), BuildOptions(jobs=3, check_timeout_s=3), client=docker_client)}
 
     assert results[noisy].status == "built"
     assert sorted(results[noisy].tools) == sorted(t.name for t in bundles[noisy].tools)  # the check, not the print

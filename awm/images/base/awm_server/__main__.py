@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(files.tasks, indent=2))
         return 0
     if command == "info":
-        print(json.dumps(files.manifest, indent=2))
+        print(json.dumps(files.manifest.model_dump(mode="json"), indent=2))
         return 0
     if command == "verify":
         if not args.final_db.is_file():
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                                      limits=settings.verifier)
         except LookupError as exc:
             return _fail(str(exc.args[0]), 2)
-        print(json.dumps(result, indent=2))
-        return 1 if result["result"] == "error" else 0  # as `awm env verify`: the verifier failed
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        return 1 if result.result == "error" else 0  # as `awm env verify`: the verifier failed
 
     # The whole trusted stack is imported before waiting for the network guard, so this half
     # second overlaps the runtime's own start-up work; only the scenario's module waits.

@@ -216,7 +216,7 @@ def create_app(env: Environment) -> Starlette:
 
     async def reset(request: Request) -> Response:
         try:
-            return JSONResponse(await env.reset())
+            return JSONResponse((await env.reset()).model_dump(mode="json"))
         except DrainTimeout as exc:
             return _error(503, f"reset of {env.scenario!r} not done: {exc}", retryable=True)
         except (OSError, sqlite3.Error) as exc:
@@ -237,7 +237,7 @@ def create_app(env: Environment) -> Starlette:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return _error(400, f"bad verify request: {exc}; expected {{task_idx, final_answer?, flavour?}}")
         try:
-            return JSONResponse(await env.verify(task_idx, final_answer, flavour))
+            return JSONResponse((await env.verify(task_idx, final_answer, flavour)).model_dump(mode="json"))
         except LookupError as exc:
             return _error(404, str(exc.args[0]))
         except (OSError, sqlite3.Error) as exc:

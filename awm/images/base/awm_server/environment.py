@@ -1,11 +1,6 @@
 """One scenario, loaded: its files, working database, environment app, reset gate and MCP bridge.
 
-Files of a scenario directory (written by `awm build` into the image):
-    env.py          the environment module, unchanged
-    seed.db         the seed database (immutable)
-    tasks.json      ["task text", ...]
-    verifiers.json  {"code": {"<task_idx>": {"function": ..., "code": ...}}, "sql": {...}}
-    manifest.json   scenario id, tools, seed statistics, digests, versions
+The scenario folder (written by `awm build` into the image) is defined in `awm_server.contract`.
 """
 
 from __future__ import annotations
@@ -24,6 +19,17 @@ import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from awm_server import landlock
+from awm_server.contract import (
+    MANIFEST_FILE,
+    MODULE_FILE,
+    SEED_FILE,
+    TASKS_FILE,
+    VERIFIERS_FILE,
+    ResetResult,
+    ScenarioManifest,
+    VerifierSandbox,
+    VerifyResult,
+)
 from awm_server.database import WorkingDatabase
 from awm_server.envmodule import EnvModule, load_env_module
 from awm_server.gate import Gate
@@ -43,17 +49,17 @@ class ScenarioFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.module = root / "env.py"
-        self.seed = root / "seed.db"
-        self.manifest: dict[str, Any] = json.loads((root / "manifest.json").read_text())
-        self.tasks: list[str] = json.loads((root / "tasks.json").read_text())
+        self.module = root / MODULE_FILE
+        self.seed = root / SEED_FILE
+        self.manifest = ScenarioManifest.model_validate_json((root / MANIFEST_FILE).read_bytes())
+        self.tasks: list[str] = json.loads((root / TASKS_FILE).read_text())
         self.verifiers: dict[str, dict[str, dict[str, str]]] = json.loads(
-            (root / "verifiers.json").read_text()
+            (root / VERIFIERS_FILE).read_text()
         )
 
     @property
     def scenario(self) -> str:
-        return str(self.manifest["scenario"])
+        return self.manifest.scenario
 
 
 def grade_databases(
@@ -65,11 +71,8 @@ def grade_databases(
     flavour: str = "code",
     limits: Limits = Limits(),
     scratch_root: Path | None = None,
-) -> dict[str, Any]:
+) -> VerifyResult:
     """Run a task's verifier on read-only copies of the seed and of `final_db`.
-
-    Returns a JSON-able result: `result` is complete/others/error for the code flavour and
-    evidence for the sql flavour; `value` is what the verifier returned.
 
     The copies and the verifier's scratch folder live in a temporary folder under
     `scratch_root` (the system's temp folder by default), removed when the verifier is done.
@@ -102,18 +105,18 @@ def grade_databases(
             scratch_root=Path(tmp),
         )
     result = "error" if outcome.error else grade(outcome.value, flavour)
-    return {
-        "scenario": files.scenario,
-        "task_idx": task_idx,
-        "flavour": flavour,
-        "result": result,
-        "reward": REWARDS.get(result),
-        "value": outcome.value,
-        "error": outcome.error,
-        "timed_out": outcome.timed_out,
-        "duration_ms": outcome.duration_ms,
-        "sandbox": {"landlock_abi": outcome.landlock_abi},
-    }
+    return VerifyResult(
+        scenario=files.scenario,
+        task_idx=task_idx,
+        flavour=flavour,  # type: ignore[arg-type]  # callers accept code or sql only
+        result=result,  # type: ignore[arg-type]
+        reward=REWARDS.get(result),
+        value=outcome.value,
+        error=outcome.error,
+        timed_out=outcome.timed_out,
+        duration_ms=outcome.duration_ms,
+        sandbox=VerifierSandbox(landlock_abi=outcome.landlock_abi),
+    )
 
 
 class _GatedApp:
@@ -154,21 +157,19 @@ class Environment:
     def scenario(self) -> str:
         return self.files.scenario
 
-    async def reset(self) -> dict[str, Any]:
+    async def reset(self) -> ResetResult:
         start = time.perf_counter()
         async with self.gate.exclusive(self.settings.reset_drain_timeout_s):
             # Milliseconds of blocking work; running it inline keeps the exclusive section short.
             self.db.reset(self.env.dispose_engines)
             self.clear_scratch()
-        return {
-            "ok": True,
-            "resets": self.db.resets,
-            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-        }
+        return ResetResult(
+            ok=True, resets=self.db.resets, duration_ms=round((time.perf_counter() - start) * 1000, 3)
+        )
 
     async def verify(
         self, task_idx: int, final_answer: str | None = None, flavour: str = "code"
-    ) -> dict[str, Any]:
+    ) -> VerifyResult:
         tmp = Path(tempfile.mkdtemp(prefix="awm-verify-", dir=self.settings.scratch_dir))
         self._in_use.add(tmp)
         try:
@@ -229,7 +230,7 @@ class Environment:
 
     def info(self) -> dict[str, Any]:
         return {
-            **self.files.manifest,
+            **self.files.manifest.model_dump(mode="json"),
             "awm.runtime": {
                 "uptime_s": round(time.time() - self.started, 3),
                 "resets": self.db.resets,
