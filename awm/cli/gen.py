@@ -157,6 +157,20 @@ def _scenario_options() -> list[inspect.Parameter]:
                                                  "implies keeping the seeds."), int | None),
         _param("keep_seeds", typer.Option(False, "--keep-seeds", help="Generate environments for the seeds too."),
                bool),
+        _param("similarity_threshold", typer.Option(0.85, "--similarity_threshold", "--similarity-threshold",
+                                                    min=0.0, max=1.0, help="Embedding cosine at which a scenario is "
+                                                                           "a near-duplicate (the original's)."),
+               float),
+        _param("similarity_warn", typer.Option(0.75, "--similarity_warn", "--similarity-warn", min=0.0, max=1.0,
+                                               help="Embedding cosine from which an accepted scenario is reported "
+                                                    "as close to another."), float),
+        _param("few_shot", typer.Option(8, "--few_shot", "--few-shot", min=1,
+                                        help="Seed examples per request, sampled from the suitable seeds."), int),
+        _param("max_per_category", typer.Option(None, "--max_per_category", "--max-per-category", min=1,
+                                                help="New scenarios per category at most [ceil(1.5 N / categories)]."),
+               int | None),
+        _param("stall_rounds", typer.Option(2, "--stall_rounds", "--stall-rounds", min=1,
+                                            help="Stop after this many rounds in a row without a new scenario."), int),
         _param("embedding_model", typer.Option(None, "--embedding-model",
                                                help="Reject near-duplicates by embedding similarity with this model "
                                                     "(env AWM_LLM_EMBEDDING_MODEL); else a lexical rule."),
@@ -227,7 +241,9 @@ def _options(opts: dict[str, Any]) -> GenOptions:
         scenarios=opts.get("count", 10), keep_seeds=opts.get("keep_seeds", False), tasks=opts.get("tasks", 10),
         attempts=opts["attempts"], jobs=opts["jobs"],
         error_threshold=0.0 if opts.get("strict") else opts.get("error_threshold", 0.1),
-        strict=opts.get("strict", False),
+        strict=opts.get("strict", False), embedding_threshold=opts.get("similarity_threshold", 0.85),
+        embedding_warn=opts.get("similarity_warn", 0.75), few_shot=opts.get("few_shot", 8),
+        max_per_category=opts.get("max_per_category"), stall_rounds=opts.get("stall_rounds", 2),
     )
 
 
@@ -305,8 +321,10 @@ def _run_file_mode(stage: Stage, opts: dict[str, Any], llm: Any, options: GenOpt
         if opts["as_json"]:
             print(made.model_dump_json(indent=2, exclude={"attempts"}))
         else:
-            Console(width=200).print(f"{len(made.scenarios)} scenario(s) written to {output}; "
-                                     f"{len(made.rejected)} rejected", highlight=False)
+            out = Console(width=200)
+            out.print(f"{len(made.scenarios)} scenario(s) written to {output}; {len(made.rejected)} rejected",
+                      highlight=False)
+            _print_scenario_stage(out, made.stop_reason, made.categories, made.duplicate_rate, made.warnings)
         if made.status != "done":
             Console(width=200).print(f"[red]failed[/red] {escape(made.error or '')}", highlight=False)
             raise typer.Exit(1)
@@ -339,6 +357,17 @@ def _run_file_mode(stage: Stage, opts: dict[str, Any], llm: Any, options: GenOpt
         raise typer.Exit(1)
 
 
+def _print_scenario_stage(out: Console, stop: str, categories: dict[str, int], duplicate_rate: float,
+                          warnings: list[str]) -> None:
+    if not stop:
+        return
+    spread = ", ".join(f"{c} {n}" for c, n in categories.items()) or "none"
+    out.print(f"scenario stage: {escape(stop)}; duplicate rate {duplicate_rate:.0%}; categories: {escape(spread)}",
+              highlight=False, soft_wrap=True)
+    for w in warnings:
+        out.print(f"[yellow]close[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+
+
 def _print_summary(report: GenReport, seconds: float) -> None:
     out = Console(width=200)
     counts = report.counts()
@@ -368,6 +397,8 @@ def _print_summary(report: GenReport, seconds: float) -> None:
     )
     for r in report.rejected_scenarios:
         out.print(f"rejected scenario {escape(r.name)!r}: {escape(r.reason)}", highlight=False)
+    _print_scenario_stage(out, report.scenario_stop, report.scenario_categories, report.duplicate_rate,
+                          report.scenario_warnings)
     for s in report.scenarios:
         if s.failing_tools:
             out.print(f"[yellow]tools failing[/yellow] {s.id}: {', '.join(s.failing_tools)}", highlight=False)

@@ -54,6 +54,10 @@ class GenOptions(BaseModel):
     scenarios: int = 10  # new scenarios the scenario stage proposes
     keep_seeds: bool = False  # the seed scenarios are generated for too
     scenario_batch: int = 10  # scenarios asked for per request
+    few_shot: int = 8  # seed examples shown per request (sampled from the suitable ones)
+    min_suitability: float = 6.0  # seeds scored below (1-10) are not shown as examples
+    max_per_category: int | None = None  # None: ceil(1.5 * scenarios / categories)
+    stall_rounds: int = 2  # rounds in a row without a new scenario that stop the stage
     tasks: int = 10  # tasks per scenario
     attempts: int = 3  # replies per request, the first included
     jobs: int = 4  # scenarios worked on at once
@@ -74,6 +78,8 @@ class GenOptions(BaseModel):
         """The options that change what `stage` produces (part of its inputs digest)."""
         by_stage: dict[str, dict[str, Any]] = {
             "scenario": {"scenarios": self.scenarios, "keep_seeds": self.keep_seeds, "batch": self.scenario_batch,
+                         "few_shot": self.few_shot, "min_suitability": self.min_suitability,
+                         "max_per_category": self.max_per_category, "stall_rounds": self.stall_rounds,
                          "thresholds": [self.embedding_threshold, self.embedding_warn, self.name_overlap,
                                         self.description_overlap]},
             "task": {"tasks": self.tasks},

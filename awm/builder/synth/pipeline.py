@@ -84,6 +84,10 @@ class GenReport(BaseModel):
     complete: bool = True  # False: interrupted
     scenarios: list[ScenarioReport] = Field(default_factory=list)
     rejected_scenarios: list[Rejected] = Field(default_factory=list)
+    scenario_categories: dict[str, int] = Field(default_factory=dict)  # new scenarios per category
+    duplicate_rate: float = 0.0  # share of proposed scenarios rejected as (near-)duplicates
+    scenario_warnings: list[str] = Field(default_factory=list)
+    scenario_stop: str = ""  # why the scenario stage stopped
     scenario_stage: str | None = None  # done | skipped | failed (when it ran)
     llm: dict[str, dict[str, int]] = Field(default_factory=dict)  # per stage, and "total"
     files_changed: list[str] = Field(default_factory=list)
@@ -296,6 +300,8 @@ def _generate(
             if made is not before:
                 folder.save_scenarios(made)
             report.rejected_scenarios = made.rejected
+            report.scenario_categories, report.duplicate_rate = made.categories, made.duplicate_rate
+            report.scenario_warnings, report.scenario_stop = made.warnings, made.stop_reason
             if made.status != "done":
                 report.error = made.error
         scenarios = folder.load_scenarios()

@@ -17,7 +17,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,12 @@ class ScriptedLLM:
         self.requests: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []  # {"status", "retry_after"?} or {"delay"}
         self.reasoning = False
+        # Replies made on the fly: request body -> reply text (None: look in the fixtures).
+        self.responder: Callable[[dict[str, Any]], str | None] | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most chat requests the server held at once (concurrency, seen here)
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,7 +72,15 @@ class ScriptedLLM:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
-                status, payload, headers = server.answer(self.path, body, dict(self.headers.items()))
+                with server.lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server.arrived.notify_all()
+                try:
+                    status, payload, headers = server.answer(self.path, body, dict(self.headers.items()))
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -103,6 +116,11 @@ class ScriptedLLM:
     def delay_next(self, seconds: float) -> None:
         with self.lock:
             self.faults.append({"delay": seconds})
+
+    def wait_for_company(self, timeout: float = 5.0) -> None:
+        """Hold the calling request until another one is in flight too (or `timeout` passes)."""
+        with self.lock:
+            self.arrived.wait_for(lambda: self.in_flight >= 2, timeout=timeout)
 
     def clear(self) -> None:
         with self.lock:
@@ -152,7 +170,8 @@ class ScriptedLLM:
         if not path.endswith("/chat/completions"):
             record["status"] = 404
             return 404, {"error": {"message": f"no route {path}"}}, {}
-        entry = self.pick(body)
+        made = self.responder(body) if self.responder is not None else None
+        entry = {"id": "made", "reply": made} if made is not None else self.pick(body)
         if entry is None:
             record["status"] = 400
             first = _first_user(body)[:300]
