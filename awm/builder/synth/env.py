@@ -44,7 +44,7 @@ from awm.builder.synth.validation import module_problems, seed_bundle
 __all__ = ["TITLE", "extract_module", "prompt", "run", "seed_file", "tool_checks"]
 
 TITLE = "Task: implement the environment server"
-VERSION = 1
+VERSION = 2
 
 
 def prompt(draft: Draft) -> str:
@@ -79,8 +79,12 @@ specification against this database.
 - `app = FastAPI(...)` at module level; one route per endpoint with the same method and path,
   `operation_id` equal to the specification's, a `summary`, a `description`, `tags` and a
   Pydantic `response_model`.
-- Path and query parameters are function parameters; body parameters form one Pydantic
-  request model.
+- Path and query parameters are function parameters declared with `Path(...)` / `Query(...)`,
+  each with a `description=` and `examples=[...]` (the specification's description and
+  example); body parameters form one Pydantic request model whose fields are declared with
+  `Field(..., description=..., examples=[...])`. These become the tool's input schema that an
+  assistant reads: a parameter without a description is a parameter it has to guess.
+- Response models describe their fields the same way (`Field(description=...)`).
 - Handlers open `SessionLocal()`, commit after writes and close it in `finally`. They act as
   user id 1. Unknown ids answer 404 and invalid requests 400, 409 or 422 through
   `HTTPException`; a handler must never fail with an unhandled exception.

@@ -20,7 +20,7 @@ from awm.builder.synth.validation import YieldPolicy, sample_check
 __all__ = ["TITLE", "prompt", "run"]
 
 TITLE = "Task: write the seed data"
-VERSION = 2
+VERSION = 3
 
 
 def prompt(draft: Draft) -> str:
@@ -43,7 +43,13 @@ Write the INSERT statements that fill this database with realistic, consistent d
 - user id 1 is the signed-in user; add a few other users, whose data the tasks must not need;
 - every entity, name, date and value a task mentions exists, in the state the task assumes
   (a booking to cancel exists and is not cancelled yet); no task is already done;
-- enough other rows (5 to 30 per table) that finding the right record needs a search;
+- enough other rows (5 to 30 per table) that finding the right record needs a search: for every
+  search or filter a task implies, rows that match it and rows that do not (another status,
+  date, owner or category), so a wrong filter gives a visibly wrong answer;
+- enough rows for every aggregation a task implies (counts, sums, averages, the most or the
+  least of something) to have a single, unambiguous answer;
+- varied, realistic values: different names, amounts, dates spread over months, every status
+  and category of the schema used at least once; no placeholder text ("test", "foo", "Lorem");
 - explicit ids in every INSERT, so references are stable; insert referenced rows first
   (foreign keys are enforced, statement by statement);
 - INSERT statements only, one row each.

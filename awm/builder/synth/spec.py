@@ -18,7 +18,7 @@ from awm.builder.synth.validation import spec_problems
 __all__ = ["TITLE", "prompt", "run"]
 
 TITLE = "Task: specify the API"
-VERSION = 1
+VERSION = 2
 
 
 def prompt(draft: Draft) -> str:
@@ -45,8 +45,11 @@ Specify the REST API whose endpoints will be the assistant's tools:
 - `operation_id`: a unique snake_case verb_noun (`list_recipes`, `add_meal_plan_entry`); it is
   the tool's name;
 - `request_params`: every parameter with `type` (string, integer, number, boolean, array or
-  object), `param_type` (path, query or body), `required`, `description` and an `example` that
-  works against realistic seed data; GET and DELETE endpoints take no body parameters;
+  object), `param_type` (path, query or body), `required`, a `description` an assistant can act
+  on (meaning, format, allowed values) and an `example` that works against realistic seed data;
+  GET and DELETE endpoints take no body parameters;
+- `summary` (one line) and `description` (what it does, what it returns, its errors) of every
+  endpoint: they become the tool's description;
 - path parameters appear in the path as `{{name}}`;
 - `response`: the fields returned, briefly.
 
@@ -64,4 +67,9 @@ def run(ctx: StageContext, draft: Draft) -> StageResult:
     dialogue = Dialogue(ctx.llm, system=SYSTEM_PROMPT, prompt=prompt(draft), stage="spec", scenario=draft.id,
                         attempts=ctx.options.attempts, json_reply=True, on_reject=ctx.retry_reporter("spec", draft.id))
     value = converse(dialogue, lambda text: parse_model(text, ApiSpec), spec_problems)
-    return dialogue_result("spec", draft.id, dialogue.records, value.model_dump(mode="json") if value else None)
+    bare = [f"{e.operation_id}.{name}" for g in (value.api_groups if value else []) for e in g.endpoints
+            for name, p in e.request_params.items() if not str(p.get("description") or "").strip()]
+    notes = [f"{len(bare)} parameter(s) without a description (the tool schema will lack it): "
+             f"{', '.join(bare[:8])}{' ...' if len(bare) > 8 else ''}"] if bare else []
+    return dialogue_result("spec", draft.id, dialogue.records, value.model_dump(mode="json") if value else None,
+                           notes=notes)
