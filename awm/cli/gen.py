@@ -353,6 +353,8 @@ def _run_file_mode(stage: Stage, opts: dict[str, Any], llm: Any, options: GenOpt
                 out.print(f"[yellow]note[/yellow] {sid}: {escape(note)}", highlight=False, soft_wrap=True)
         for error in report.failed.values():
             out.print(f"[red]failed[/red] {escape(error)}", highlight=False, soft_wrap=True)
+        if report.probe:
+            out.print(f"probe: {escape(report.probe)}", highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
 
@@ -412,6 +414,8 @@ def _print_summary(report: GenReport, seconds: float) -> None:
                       f"{escape(s.build.error or s.build.tag or '')}", highlight=False, soft_wrap=True)
         if s.error:
             out.print(f"[red]failed[/red] {escape(s.error)}", highlight=False, soft_wrap=True)
+    if report.probe:
+        out.print(f"probe: {escape(report.probe)}", highlight=False, soft_wrap=True)
     if report.error:
         out.print(f"[red]error[/red] {escape(report.error)}", highlight=False, soft_wrap=True)
 

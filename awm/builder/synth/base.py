@@ -147,6 +147,7 @@ class StageContext:
     workdir: Path
     prober_factory: Callable[[], Any] | None = None
     on_event: Callable[[Event], None] | None = None
+    probe: str = ""  # which probe ran generated code (set when one is made)
     _prober: Any = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -155,14 +156,27 @@ class StageContext:
         """The environment prober (made on first use: only env and verifier need it)."""
         with self._lock:
             if self._prober is None:
-                if self.prober_factory is None:
-                    from awm.builder.synth.probe import DockerProber
-
-                    self._prober = DockerProber(timeout_s=self.options.probe_timeout_s,
-                                                tool_timeout_s=self.options.tool_timeout_s)
-                else:
-                    self._prober = self.prober_factory()
+                self._prober = self.prober_factory() if self.prober_factory is not None else self._default_prober()
+                describe = getattr(self._prober, "describe", None)
+                self.probe = describe() if callable(describe) else type(self._prober).__name__
+                self.emit("note", "probe", None, f"generated code runs in {self.probe}")
             return self._prober
+
+    def _default_prober(self) -> Any:
+        """A probe container when a Docker engine answers; else the bubblewrap sandbox on this host."""
+        from awm.builder.synth.probe import DockerProber
+        from awm.core.errors import BackendUnavailable, SynthesisError
+
+        o = self.options
+        try:
+            return DockerProber(timeout_s=o.probe_timeout_s, tool_timeout_s=o.tool_timeout_s)
+        except BackendUnavailable as unreachable:
+            from awm.builder.synth.bwrap import BubblewrapProber
+
+            try:
+                return BubblewrapProber(timeout_s=o.probe_timeout_s, tool_timeout_s=o.tool_timeout_s)
+            except SynthesisError as exc:
+                raise SynthesisError(f"{exc.message}; and {unreachable.message}") from exc
 
     def emit(self, kind: Any, stage: str, scenario: str | None = None, detail: str = "", count: int = 0) -> None:
         if self.on_event is not None:

@@ -72,10 +72,11 @@ class FileRunReport:
     notes: dict[str, list[str]] = field(default_factory=dict)
     databases: list[str] = field(default_factory=list)
     inputs: dict[str, str] = field(default_factory=dict)  # kind -> file read
+    probe: str = ""  # which probe ran generated code (env, verifier)
 
     def as_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "output": str(self.output), "written": self.written, "failed": self.failed,
-                "notes": self.notes, "databases": self.databases, "inputs": self.inputs}
+                "notes": self.notes, "databases": self.databases, "inputs": self.inputs, "probe": self.probe}
 
 
 def _rows(path: Path, model: type[R], key: Callable[[R], str]) -> dict[str, R]:
@@ -262,6 +263,7 @@ def run_file_stage(
     text = dataset_files(done, db_dir=db_dir)[_output_name(stage, mode)]
     atomic_write(output, text)
     report.written = [d.id for d in done]
+    report.probe = ctx.probe
     return report
 
 

@@ -88,6 +88,7 @@ class GenReport(BaseModel):
     duplicate_rate: float = 0.0  # share of proposed scenarios rejected as (near-)duplicates
     scenario_warnings: list[str] = Field(default_factory=list)
     scenario_stop: str = ""  # why the scenario stage stopped
+    probe: str = ""  # which probe ran generated code (docker or bubblewrap), if any ran
     scenario_stage: str | None = None  # done | skipped | failed (when it ran)
     llm: dict[str, dict[str, int]] = Field(default_factory=dict)  # per stage, and "total"
     files_changed: list[str] = Field(default_factory=list)
@@ -338,6 +339,7 @@ def _generate(
             run.builder.shutdown(wait=True, cancel_futures=True)
         _fill_details(folder, report)
         report.llm = {**llm.usage.as_dict(), "total": dict(vars(llm.usage.total()))}
+        report.probe = ctx.probe
         report.files_changed = folder.assemble()
         atomic_write(folder.state / "report.json", report.model_dump_json(indent=1) + "\n")
         shutil.rmtree(work, ignore_errors=True)

@@ -40,6 +40,7 @@ from awm.runtime.docker_backend import engine_client, remove_orphans, sandbox_op
 __all__ = [
     "PROBE_ROLE",
     "DockerProber",
+    "FileProber",
     "ProbeCall",
     "ProbeResult",
     "ProbeRun",
@@ -124,38 +125,23 @@ def reap_probe_leftovers(client: docker.DockerClient) -> list[str]:
     return remove_orphans(client, [f"{LABEL_ROLE}={PROBE_ROLE}"])
 
 
-class DockerProber:
-    """Probes in containers of the base image.
-
-    Args:
-        client: a Docker client (the local engine by default).
-        image: the image to run; `ensure_base_image(client)` by default (built if missing).
-        timeout_s: wall-clock limit of one probe container.
-        tool_timeout_s: limit of one tool call inside it.
-        run_id: the run id its containers are labelled with.
-
-    Raises:
-        BackendUnavailable: no Docker engine answers.
+class FileProber:
+    """What every prober shares: the files it hands to `python -m awm_server probe|probe-verifiers`
+    (an input folder read-only, an output folder writable) and how it reads what comes back.
+    A subclass runs the command in its sandbox (`_run`) and says what it is (`describe`).
     """
 
-    def __init__(
-        self,
-        client: docker.DockerClient | None = None,
-        *,
-        image: str | None = None,
-        timeout_s: float = 180.0,
-        tool_timeout_s: float = 10.0,
-        run_id: str | None = None,
-        memory: str = "1g",
-    ) -> None:
-        client = client or engine_client("the env and verifier stages run generated code in containers")
-        self.client = client
-        self.image = image or ensure_base_image(client)
-        self.timeout_s = timeout_s
-        self.tool_timeout_s = tool_timeout_s
-        self.run_id = run_id or f"gen-{uuid.uuid4().hex[:10]}"
-        self.memory = memory
-        reap_probe_leftovers(client)
+    timeout_s: float = 180.0
+    tool_timeout_s: float = 10.0
+
+    def describe(self) -> str:
+        """Which probe this is, for the report."""
+        raise NotImplementedError
+
+    def _run(
+        self, scenario: str, command: list[str], src: Path, dst: Path, timeout_s: float | None = None
+    ) -> ProbeResult:
+        raise NotImplementedError
 
     def probe(self, scenario: str, code: str, seed: Path, runs: list[ProbeRun], out_dir: Path) -> ProbeResult:
         """Run `runs` against `code` on copies of `seed`; kept databases land in `out_dir`.
@@ -173,7 +159,7 @@ class DockerProber:
             (src / "env.py").write_text(code, encoding="utf-8")
             shutil.copyfile(seed, src / "seed.db")
             (src / "runs.json").write_text(json.dumps({"runs": [r.model_dump() for r in runs]}))
-            # The container runs as uid 10001: it reads the inputs and writes the results.
+            # The sandbox runs as uid 10001: it reads the inputs and writes the results.
             for path in (src, *src.iterdir()):
                 path.chmod(0o755 if path.is_dir() else 0o644)
             dst.chmod(0o777)
@@ -220,16 +206,58 @@ class DockerProber:
             for path in (src, *src.iterdir()):
                 path.chmod(0o755 if path.is_dir() else 0o644)
             dst.chmod(0o777)
-            # Jobs run one after another, each within its own timeout: the container gets their sum.
+            # Jobs run one after another, each within its own timeout: the probe gets their sum.
             timeout_s = max(self.timeout_s, sum(j.timeout_s for j in jobs) + 30)
             result = self._run(scenario, ["probe-verifiers"], src, dst, timeout_s)
             lines = {str(line.get("id")): line for line in _lines(dst / "verdicts.jsonl")}
-        why = (f"the verifier container did not finish within {timeout_s:g}s" if result.error
-               else f"the verifier container exited with {result.exit_code}: {_last_line(result.log_tail)}")
+        why = (f"the verifier probe did not finish within {timeout_s:g}s" if result.error
+               else f"the verifier probe exited with {result.exit_code}: {_last_line(result.log_tail)}")
         return {j.id: VerifierVerdict.model_validate(lines[j.id]) if j.id in lines
                 else VerifierVerdict(error=f"no verdict: {why}") for j in jobs}
 
+
+class DockerProber(FileProber):
+    """Probes in containers of the base image.
+
+    Args:
+        client: a Docker client (the local engine by default).
+        image: the image to run; `ensure_base_image(client)` by default (built if missing).
+        timeout_s: wall-clock limit of one probe container.
+        tool_timeout_s: limit of one tool call inside it.
+        run_id: the run id its containers are labelled with.
+
+    Raises:
+        BackendUnavailable: no Docker engine answers.
+    """
+
+    def __init__(
+        self,
+        client: docker.DockerClient | None = None,
+        *,
+        image: str | None = None,
+        timeout_s: float = 180.0,
+        tool_timeout_s: float = 10.0,
+        run_id: str | None = None,
+        memory: str = "1g",
+    ) -> None:
+        client = client or engine_client("the env and verifier stages run generated code in containers")
+        self.client = client
+        self.image = image or ensure_base_image(client)
+        self.timeout_s = timeout_s
+        self.tool_timeout_s = tool_timeout_s
+        self.run_id = run_id or f"gen-{uuid.uuid4().hex[:10]}"
+        self.memory = memory
+        reap_probe_leftovers(client)
+
+    def describe(self) -> str:
+        return f"docker (a container of {self.image})"
+
     def _run(
+        self, scenario: str, command: list[str], src: Path, dst: Path, timeout_s: float | None = None
+    ) -> ProbeResult:
+        return self._container(scenario, command, src, dst, timeout_s)
+
+    def _container(
         self, scenario: str, command: list[str], src: Path, dst: Path, timeout_s: float | None = None
     ) -> ProbeResult:
         result = ProbeResult()
