@@ -443,7 +443,8 @@ def load_catalog(root: str | Path) -> Catalog:
     """Load and validate an AWM dataset folder.
 
     Args:
-        root: the folder holding the `gen_*.jsonl` files.
+        root: the folder holding the `gen_*.jsonl` files, or a Hugging Face dataset
+            `hf://<org>/<name>[@<revision>]` (see `awm.builder.catalog.hub`).
 
     Returns:
         A `Catalog` with one bundle per loadable scenario, the excluded ones with their problems,
@@ -457,7 +458,9 @@ def load_catalog(root: str | Path) -> Catalog:
         >>> sorted(catalog.bundles)[0]
         'acme_helpdesk_support_tickets'
     """
-    return _Loader(Path(root)).load()
+    from awm.builder.catalog.hub import resolve_dataset  # `hf://org/name[@rev]`: a Hub snapshot
+
+    return _Loader(resolve_dataset(root)).load()
 
 
 class ScenarioSummary(BaseModel):
