@@ -12,9 +12,9 @@ from pathlib import Path
 from awm.builder.build.batch import build_images
 from awm.builder.catalog.loader import load_catalog
 from awm.builder.catalog.solutions import load_solutions
-from awm.runtime.docker_backend import DockerBackend, engine_client
 from awm.core.errors import AWMError
 from awm.core.naming import image_ref
+from awm.runtime.docker_backend import DockerBackend, engine_client
 
 __all__ = ["run_demo"]
 

@@ -39,18 +39,18 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     EXAMPLES,
     Target,
     Timer,
-    bench_arguments,
     begin_run,
-    ensure_images,
-    hardened_run_options,
+    bench_arguments,
     bench_backend,
     bench_labels,
     container_of,
     container_url,
+    ensure_images,
+    hardened_run_options,
     log,
     parse_docker_time,
     print_table,
@@ -60,12 +60,12 @@ from common import (  # noqa: E402
     sigterm_as_interrupt,
     variant,
     wait_http,
+    write_results,
 )
-from common import write_results  # noqa: E402
 
-from awm.builder.catalog.loader import load_catalog  # noqa: E402
-from awm.runtime.client import AsyncEnvClient  # noqa: E402
-from awm.runtime.base import Isolation  # noqa: E402
+from awm.builder.catalog.loader import load_catalog
+from awm.runtime.base import Isolation
+from awm.runtime.client import AsyncEnvClient
 
 NAME = "cold_start"
 SCENARIO = "pantrypal_recipe_planner"
@@ -276,7 +276,7 @@ class Runs:
             # The same once more, on a server that has served once, phase by phase.
             for phase, ms in asyncio.run(_list_tools_phased(url)).items():
                 self.add(f"direct_tools_warm_{phase}", ms, record)
-            created, started = started_offsets(container, wall0)
+            _created, started = started_offsets(container, wall0)
             self.add("direct_total", total, record)
             self.add("direct_run_call", run_ms, record)
             self.add("direct_started", started, record)
@@ -350,7 +350,7 @@ def main() -> int:
             record = r >= counts["warmup_rounds"]
             order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
             times = {name: fn(record) for name, fn in order}
-            log(("round %d/%d: " % (r + 1 - counts["warmup_rounds"], counts["starts"]) if record else "warm-up: ")
+            log((f"round {r + 1 - counts['warmup_rounds']}/{counts['starts']}: " if record else "warm-up: ")
                 + ", ".join(f"{k} {v:.0f} ms" for k, v in times.items()))
         for i in range(counts["probes"]):
             probes.append(runs.probe())
@@ -369,7 +369,8 @@ def main() -> int:
                 what=WHAT_COLD, role="baseline",
                 notes=f"same image and options, --entrypoint runs the module with uvicorn; GET {BASELINE_ROUTE}"),
         reference("reference: original launcher (cited, not measured here)", ORIGINAL_LAUNCHER_MS, what=WHAT_COLD,
-                  source="the architecture page (shared/docs/architecture.md), 'Performance targets': the original launcher: ~2.8 s on this machine"),
+                  source="the architecture page (shared/docs/architecture.md), 'Performance targets': "
+                         "the original launcher: ~2.8 s on this machine"),
         variant("  5 ms path: docker run → process started (engine)", s["direct_started"], what=WHAT_COLD,
                 role="context", notes="State.StartedAt minus the time before containers.run"),
         variant("  5 ms path: process started → /_awm/health 200", s["direct_started_to_health"],
@@ -437,7 +438,9 @@ def main() -> int:
         "container_options_direct_and_baseline": {k: v for k, v in hardened_run_options(runs.backend, NAME).items()
                                                   if k not in ("detach", "labels")},
         "poll_interval_ms": POLL_S * 1000,
-        "baseline": {"entrypoint": BASELINE_ENTRYPOINT, "environment": BASELINE_ENV, "ready": f"GET {BASELINE_ROUTE} == 200"},
+        "baseline": {
+            "entrypoint": BASELINE_ENTRYPOINT, "environment": BASELINE_ENV, "ready": f"GET {BASELINE_ROUTE} == 200",
+        },
         "memory": {"idle_before_s": IDLE_BEFORE_MEMORY_S, "unit": "MiB (2^20 bytes)"},
         "mcp_client": "awm.runtime.client.AsyncEnvClient.list_tools (mcp 1.26 streamable HTTP client)",
     }

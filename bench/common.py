@@ -22,7 +22,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,8 +54,8 @@ __all__ = [
     "ROOT",
     "Target",
     "Timer",
-    "bench_arguments",
     "begin_run",
+    "bench_arguments",
     "bench_backend",
     "bench_labels",
     "container_of",
@@ -244,10 +244,8 @@ def results_document(name: str, *, quick: bool, machine: dict[str, Any], paramet
                      variants: list[dict[str, Any]], started: datetime, **extra: Any) -> dict[str, Any]:
     """The JSON document every benchmark writes."""
     machine = {**machine, "loadavg_at_end": _loadavg()}
-    try:
+    with suppress(docker.errors.DockerException):
         machine["other_running_containers_at_end"] = len(docker.from_env().containers.list())
-    except docker.errors.DockerException:
-        pass
     return {
         "benchmark": name,
         "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -356,8 +354,8 @@ def log(message: str) -> None:
 
 def docker_client() -> docker.DockerClient:
     """The local engine's client, or exit with the reason and what to do."""
-    from awm.runtime.docker_backend import engine_client as project_client
     from awm.core.errors import BackendUnavailable
+    from awm.runtime.docker_backend import engine_client as project_client
 
     try:
         return project_client()
@@ -383,8 +381,8 @@ def bench_labels(name: str) -> dict[str, str]:
 
 def bench_backend(client: docker.DockerClient, name: str) -> Any:
     """A DockerBackend whose containers carry the run id `bench-<name>-<random>`."""
-    from awm.runtime.docker_backend import DockerBackend
     from awm.core.labels import new_run_id
+    from awm.runtime.docker_backend import DockerBackend
 
     return DockerBackend(client, run_id=f"bench-{name}-{new_run_id()[:6]}")
 
@@ -401,8 +399,8 @@ def hardened_run_options(backend: Any, name: str) -> dict[str, Any]:
     and CPU limits from awm.runtime.base.Resources) and the server port published on 127.0.0.1.
     Derived from the runtime's defaults, so a change there shows here.
     """
-    from awm.runtime.docker_backend import SERVER_PORT, sandbox_options
     from awm.core.labels import owner_labels
+    from awm.runtime.docker_backend import SERVER_PORT, sandbox_options
 
     return dict(
         detach=True,
@@ -463,10 +461,8 @@ def remove_container(container: Container | None) -> None:
     """Force-remove one container this benchmark started (already gone is fine)."""
     if container is None:
         return
-    try:
+    with suppress(docker.errors.NotFound):
         container.remove(force=True)
-    except docker.errors.NotFound:
-        pass
 
 
 def parse_docker_time(text: str) -> float:

@@ -22,13 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (  # noqa: E402
+from awm.builder.catalog.loader import load_catalog
+from awm.runtime.base import StartOptions
+from awm.runtime.pool import EnvPool
+from bench.common import (
     EXAMPLES,
     Target,
     Timer,
+    begin_run,
     bench_arguments,
     bench_backend,
-    begin_run,
     bench_labels,
     ensure_images,
     log,
@@ -37,9 +40,6 @@ from bench.common import (  # noqa: E402
     variant,
     write_results,
 )
-from awm.builder.catalog.loader import load_catalog  # noqa: E402
-from awm.runtime.base import StartOptions  # noqa: E402
-from awm.runtime.pool import EnvPool  # noqa: E402
 
 NAME = "pool"
 SCENARIO = "pantrypal_recipe_planner"

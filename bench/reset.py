@@ -33,17 +33,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     EXAMPLES,
     Target,
     Timer,
-    bench_arguments,
     begin_run,
-    ensure_images,
+    bench_arguments,
     bench_backend,
     bench_labels,
     container_of,
     container_url,
+    ensure_images,
     log,
     print_table,
     results_document,
@@ -53,12 +53,12 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from awm.builder.catalog.loader import load_catalog  # noqa: E402
-from awm.builder.catalog.models import SampleData, SampleTable, ScenarioBundle  # noqa: E402
-from awm.builder.catalog.solutions import load_solutions, request_for  # noqa: E402
-from awm.builder.catalog.seed import build_seed  # noqa: E402
-from awm.core.naming import image_ref  # noqa: E402
-from awm.runtime.base import Isolation  # noqa: E402
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.models import SampleData, SampleTable, ScenarioBundle
+from awm.builder.catalog.seed import build_seed
+from awm.builder.catalog.solutions import load_solutions, request_for
+from awm.core.naming import image_ref
+from awm.runtime.base import Isolation
 
 NAME = "reset"
 SCENARIO = "pantrypal_recipe_planner"
@@ -252,9 +252,13 @@ def main() -> int:
         "scenario": SCENARIO,
         "counts": counts,
         "dirty_call": {"tool": write.tool, "arguments": write.arguments, "sent_as": "plain HTTP to the route"},
-        "isolation": {"in_place": "default (SEALED)", "restart": "INTERNAL (a SEALED container cannot be restarted as is)"},
+        "isolation": {
+            "in_place": "default (SEALED)", "restart": "INTERNAL (a SEALED container cannot be restarted as is)",
+        },
         "restart": {"timeout_s": 10, "ready": "GET /_awm/health == 200, polled every 5 ms"},
-        "sql_rebuild": "awm.builder.catalog.seed.build_seed into a fresh file on the host (foreign_keys=ON, VACUUM, rename)",
+        "sql_rebuild": (
+            "awm.builder.catalog.seed.build_seed into a fresh file on the host (foreign_keys=ON, VACUUM, rename)"
+        ),
         "interleaving": "in-place resets and SQL rebuilds alternate one by one",
     }
     built_here: list[str] = []
@@ -314,7 +318,7 @@ def main() -> int:
                 for tag in (*built_here, image_ref(SYNTHETIC_ID)):
                     try:
                         client.images.remove(tag)
-                    except Exception as exc:  # noqa: BLE001 - cleanup is best effort, and said
+                    except Exception as exc:
                         log(f"could not remove {tag}: {exc}")
 
     parameters["sqlite_host"] = sqlite3.sqlite_version

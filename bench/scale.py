@@ -41,7 +41,7 @@ import docker.errors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     EXAMPLES,
     bench_arguments,
     docker_client,
@@ -53,15 +53,15 @@ from common import (  # noqa: E402
     write_results,
 )
 
-from awm.builder.build.base_image import BASE_DIR, ensure_base_image, ensure_os_image, ensure_wheelhouse  # noqa: E402
-from awm.builder.build.batch import BuildOptions, build_images, default_jobs  # noqa: E402
-from awm.builder.catalog.loader import load_catalog  # noqa: E402
-from awm.builder.catalog.models import ScenarioBundle  # noqa: E402
-from awm.builder.build.render import render  # noqa: E402
-from awm.builder.build.report import BuildResult  # noqa: E402
-from awm.builder.catalog.variants import derive_variants  # noqa: E402
-from awm.core.labels import LABEL_SCENARIO  # noqa: E402
-from awm_server.contract import CONTEXT_DIR, MODULE_FILE, SEED_FILE, VERIFIERS_FILE  # noqa: E402
+from awm.builder.build.base_image import BASE_DIR, ensure_base_image, ensure_os_image, ensure_wheelhouse
+from awm.builder.build.batch import BuildOptions, build_images, default_jobs
+from awm.builder.build.render import render
+from awm.builder.build.report import BuildResult
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.models import ScenarioBundle
+from awm.builder.catalog.variants import derive_variants
+from awm.core.labels import LABEL_SCENARIO
+from awm_server.contract import CONTEXT_DIR, MODULE_FILE, SEED_FILE, VERIFIERS_FILE
 
 PREFIX = "bench scale"  # image names awm/bench_scale_...
 NAIVE_REPO = "awm-bench/naive"
@@ -130,7 +130,9 @@ def _rate_entry(what: str, name: str, n: int, seconds: float, *, role: str, targ
         "what": what, "variant": name, "role": role, "unit": "images/s", "measured": True,
         "n": n, "p50": round(rate, 3), "p95": None, "p99": None, "mean": round(rate, 3), "min": None,
         "max": None, "seconds": round(seconds, 2),
-        "target": {"text": f">= {TARGET_RATE:g} images/s on 2 cores", "bounds": {}, "source": SOURCE} if target else None,
+        "target": (
+            {"text": f">= {TARGET_RATE:g} images/s on 2 cores", "bounds": {}, "source": SOURCE} if target else None
+        ),
         "target_met": (rate >= TARGET_RATE) if target else None,
         "notes": notes,
     }
@@ -283,7 +285,8 @@ def main() -> int:
             own = {sid: _own_bytes(b, base) for sid, b in bundles.items()}
             engine_ratio, disk_ratio, layer_bytes, disk_bytes = [], [], [], []
             for r in results:
-                assert r.layer_bytes is not None and r.image_id is not None
+                assert r.layer_bytes is not None
+                assert r.image_id is not None
                 layer_bytes.append(r.layer_bytes)
                 engine_ratio.append(r.layer_bytes / own[r.scenario])
                 d = _layer_disk_bytes(client, r.image_id)

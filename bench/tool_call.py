@@ -37,13 +37,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     EXAMPLES,
     Target,
+    begin_run,
     bench_arguments,
     bench_backend,
     bench_labels,
-    begin_run,
     ensure_images,
     log,
     print_table,
@@ -52,12 +52,12 @@ from common import (  # noqa: E402
     variant,
     write_results,
 )
+from mcp.types import LATEST_PROTOCOL_VERSION
 
-from awm.builder.catalog.loader import load_catalog  # noqa: E402
-from awm.builder.catalog.solutions import request_for  # noqa: E402
-from awm.runtime.base import Isolation  # noqa: E402
-from awm.runtime.client import AsyncEnvClient  # noqa: E402
-from mcp.types import LATEST_PROTOCOL_VERSION  # noqa: E402
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.solutions import request_for
+from awm.runtime.base import Isolation
+from awm.runtime.client import AsyncEnvClient
 
 NAME = "tool_call"
 CASES = [  # scenario, read tool, arguments

@@ -85,7 +85,8 @@ def _openapi(src: Path) -> dict[str, Any]:
         os.environ["DATABASE_PATH"] = f"sqlite:///{tmp}/spec.db"
         try:
             spec = importlib.util.spec_from_file_location(name, src / "app.py")
-            assert spec is not None and spec.loader is not None
+            assert spec is not None
+            assert spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # pydantic resolves annotations through it
             spec.loader.exec_module(module)

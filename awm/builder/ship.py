@@ -8,22 +8,24 @@ newest that is not quarantined); the others are *old* (an earlier digest), *quar
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import gzip
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import docker
 import docker.errors
+import requests
 from pydantic import BaseModel, Field
 
+from awm.builder.build.smoke import load_record, record_path
+from awm.core.errors import AWMError, ImageNotFound
 from awm.core.files import atomic_path
 from awm.core.labels import LABEL_DIGEST, LABEL_SCENARIO, LABEL_SOURCE_DIGEST, LABEL_TASKS, LABEL_TOOLS, OCI_BASE_NAME
 from awm.core.naming import BASE_REPO, LATEST_TAG, QUARANTINE_TAG, image_ref, image_repo, normalise, registry_ref
-from awm.builder.build.smoke import load_record, record_path
-from awm.core.errors import AWMError, ImageNotFound
 
 __all__ = [
     "ExportResult",
@@ -99,7 +101,7 @@ def list_images(client: docker.DockerClient, *, scenarios: Sequence[str] = ()) -
             return None
         if name not in base_sizes:
             try:
-                base_sizes[name] = int(client.api.inspect_image(name)["Size"])
+                base_sizes[name] = int(client.images.get(name).attrs["Size"])
             except docker.errors.ImageNotFound:
                 base_sizes[name] = None
         return base_sizes[name]
@@ -284,15 +286,9 @@ def export_images(
     written = 0
     try:
         with atomic_path(path) as tmp:
-            # `GET /images/get?names=...` is what `docker save a b c` calls: one tarball, each
-            # layer once. The SDK's Image.save() takes one image only.
-            response = client.api._get(client.api._url("/images/get"), params={"names": names}, stream=True)
-            client.api._raise_for_status(response)
-            opener: Callable[[], IO[bytes]] = (
-                (lambda: gzip.open(tmp, "wb", compresslevel=1))  # type: ignore[return-value]
-                if path.suffix in (".gz", ".tgz") else (lambda: open(tmp, "wb"))
-            )
-            with opener() as handle:
+            response = _save_stream(client, names)
+            compress = path.suffix in (".gz", ".tgz")
+            with gzip.open(tmp, "wb", compresslevel=1) if compress else open(tmp, "wb") as handle:
                 for chunk in response.iter_content(chunk_size=1 << 20):
                     handle.write(chunk)
                     written += len(chunk)
@@ -304,6 +300,19 @@ def export_images(
         raise AWMError(f"cannot write {path}: {exc}") from exc
     log.info("exported %d image(s) to %s (%d bytes)", len(names), path, path.stat().st_size)
     return ExportResult(path=str(path), images=names, bytes=path.stat().st_size)
+
+
+def _save_stream(client: docker.DockerClient, names: list[str]) -> requests.Response:
+    """The engine's `GET /images/get?names=...`, streamed: what `docker save a b c` calls.
+
+    One tarball, each layer once; the SDK's `Image.save()` takes one image only. The request
+    goes through the SDK's own helpers (engine URL and API version, timeout, configured headers,
+    `APIError` on failure), which are private, so the stubs leave them out: hence `Any`.
+    """
+    api: Any = client.api
+    response: requests.Response = api._get(api._url("/images/get"), params={"names": names}, stream=True)
+    api._raise_for_status(response)
+    return response
 
 
 class PushResult(BaseModel):
@@ -370,10 +379,8 @@ def push_images(
                 result.error = f"{info.scenario}: push of {result.remote} failed: {exc.explanation or exc}"
             finally:
                 if not keep_tags:
-                    try:
+                    with contextlib.suppress(docker.errors.APIError):
                         client.api.remove_image(result.remote)
-                    except docker.errors.APIError:
-                        pass
             if result.error:
                 log.warning("%s", result.error)
             out.append(result)

@@ -97,7 +97,9 @@ def build(
         help=f"Start each image and test it (default: on for up to {SMOKE_AUTO_LIMIT} scenarios).",
     ),
     strict: bool = typer.Option(False, "--strict", help="Refuse scenarios with failing seed SQL."),
-    foreign_keys: bool = typer.Option(True, "--foreign-keys/--no-foreign-keys", help="PRAGMA foreign_keys while seeding."),
+    foreign_keys: bool = typer.Option(
+        True, "--foreign-keys/--no-foreign-keys", help="PRAGMA foreign_keys while seeding."
+    ),
     report_path: Path = typer.Option(DEFAULT_REPORT, "--report", help="Where the JSON build report goes."),
     as_json: bool = typer.Option(False, "--json", help="Print the build report as JSON instead of the table."),
 ) -> None:

@@ -71,7 +71,8 @@ def ls(
                 "tasks", "created"):
         table.add_column(col, justify="right" if col in ("size", "layer", "tools", "tasks") else "left")
     for i in images:
-        tags = ", ".join(t.rpartition(":")[2] if t.startswith(f"{image_repo(i.scenario)}:") else t for t in i.tags) or "-"
+        prefix = f"{image_repo(i.scenario)}:"
+        tags = ", ".join(t.rpartition(":")[2] if t.startswith(prefix) else t for t in i.tags) or "-"
         table.add_row(
             i.scenario, escape(tags), i.short_id, _mb(i.size_bytes),
             "-" if i.layer_bytes is None else _mb(i.layer_bytes), i.digest or "-", _STATE[i.state],

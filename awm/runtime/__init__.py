@@ -8,10 +8,6 @@
             env.verify(3)
 """
 
-from awm.runtime.base import Backend, EnvRecord, Isolation, Resources, StartOptions, Timeouts
-from awm.runtime.client import AsyncEnvClient, EnvClient, ToolResult, list_mcp_tools, open_mcp_session
-from awm.runtime.docker_backend import DockerBackend
-from awm.runtime.env import Env, EnvState
 from awm.core.errors import (
     AWMError,
     BackendUnavailable,
@@ -33,6 +29,10 @@ from awm.core.errors import (
     ToolCallError,
     VerifierError,
 )
+from awm.runtime.base import Backend, EnvRecord, Isolation, Resources, StartOptions, Timeouts
+from awm.runtime.client import AsyncEnvClient, EnvClient, ToolResult, list_mcp_tools, open_mcp_session
+from awm.runtime.docker_backend import DockerBackend
+from awm.runtime.env import Env, EnvState
 from awm.runtime.pool import AsyncEnvPool, EnvPool, PoolMetrics, PoolState
 
 __all__ = [

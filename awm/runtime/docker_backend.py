@@ -16,6 +16,8 @@ random control token; the container holds only its hash (see `awm.runtime.tokens
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import logging
 import os
 import shutil
@@ -33,9 +35,6 @@ import httpx
 import requests
 from docker.models.containers import Container
 
-from awm.runtime import reaper, tokens
-from awm.runtime.base import EnvRecord, Isolation, Protection, Protections, Resources, StartOptions
-from awm.runtime.env import Env
 from awm.core.errors import AWMError, BackendUnavailable, EngineError, EnvStartTimeout, ImageNotFound
 from awm.core.labels import (
     LABEL_OWNER,
@@ -47,6 +46,9 @@ from awm.core.labels import (
     new_run_id,
     owner_labels,
 )
+from awm.runtime import reaper, tokens
+from awm.runtime.base import EnvRecord, Isolation, Protection, Protections, Resources, StartOptions
+from awm.runtime.env import Env
 
 __all__ = [
     "INTERNAL_NETWORK",
@@ -158,16 +160,16 @@ def sandbox_options(resources: Resources | None = None, *, network: bool = True)
     CPU and pids limits; with `network=False` no network at all (build checks, probes).
     """
     r = resources or Resources()
-    options: dict[str, Any] = dict(
-        read_only=True,
-        tmpfs={"/tmp": f"rw,size={r.tmpfs_size},mode=1777"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        user="10001:10001",
-        mem_limit=r.memory,
-        pids_limit=r.pids,
-        nano_cpus=int(r.cpus * 1e9),
-    )
+    options: dict[str, Any] = {
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,size={r.tmpfs_size},mode=1777"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "user": "10001:10001",
+        "mem_limit": r.memory,
+        "pids_limit": r.pids,
+        "nano_cpus": int(r.cpus * 1e9),
+    }
     if not network:
         options["network_mode"] = "none"
     return options
@@ -222,7 +224,8 @@ def remove_orphans(
             container.remove(force=True)
         except docker.errors.NotFound:
             continue
-        log.info("removed %s (%s), its owner %s is gone", container.name, container.image.tags, owner)
+        image = (container.attrs.get("Config") or {}).get("Image", "")
+        log.info("removed %s (%s), its owner %s is gone", container.name, image, owner)
         removed.append(str(container.id))
     return removed
 
@@ -307,21 +310,24 @@ class DockerBackend:
             )
         except docker.errors.APIError as exc:
             raise engine_error(exc, f"starting {image}", image=image) from exc
+        # The SDK types both as optional (a model may be built without attributes); the engine
+        # always sends them for a container it has just run.
+        env_id, env_name = str(container.id), str(container.name)
         if not opts.detached:
-            reaper.track(container.id, lambda: self.stop(container.id))
+            reaper.track(env_id, lambda: self.stop(env_id))
         try:
             if opts.detached:  # later `awm env reset/verify NAME` commands need the token
-                tokens.save(str(container.id), token)
+                tokens.save(env_id, token)
             if guard:
                 self._seal(container, image)
             base_url = self._wait_ready(container, image, opts, awaits_seal=guard)
         except BaseException:
-            self.stop(container.id)
+            self.stop(env_id)
             raise
         return Env(
             backend=self,
-            env_id=container.id,
-            name=container.name,
+            env_id=env_id,
+            name=env_name,
             image=image,
             scenario=scenario,
             base_url=base_url,
@@ -393,10 +399,8 @@ class DockerBackend:
                 if awaits_seal and polls % 10 == 0:
                     # The guard is in place: let the server go on. It queues the signal from its
                     # first milliseconds; the repeats cover one sent before that (and are ignored).
-                    try:
+                    with contextlib.suppress(docker.errors.APIError):
                         container.kill(signal="SIGUSR1")
-                    except docker.errors.APIError:
-                        pass
                 if base_url is not None:
                     try:
                         if http.get(f"{base_url}/_awm/health").status_code == 200:
@@ -456,7 +460,9 @@ class DockerBackend:
 
     @_engine_errors("listing environments")
     def list(self, *, run_id: str | None = None, all_owners: bool = True) -> list[EnvRecord]:
-        filters = {"label": [f"{LABEL_RUN_ID}={run_id}" if run_id else LABEL_RUN_ID]}
+        filters: dict[str, str | builtins.list[str] | bool] = {
+            "label": [f"{LABEL_RUN_ID}={run_id}" if run_id else LABEL_RUN_ID]
+        }
         out = []
         me = str(Owner.current())
         for c in self.client.containers.list(all=True, filters=filters):
@@ -465,8 +471,8 @@ class DockerBackend:
                 continue
             out.append(
                 EnvRecord(
-                    id=c.id,
-                    name=c.name,
+                    id=str(c.id),  # always sent for a listed container (see `start`)
+                    name=str(c.name),
                     image=(c.attrs.get("Config") or {}).get("Image", ""),
                     scenario=labels.get(LABEL_SCENARIO),
                     status=c.status,
@@ -481,7 +487,7 @@ class DockerBackend:
         return out
 
     @_engine_errors("removing orphaned environments")
-    def gc(self) -> list[str]:
+    def gc(self) -> builtins.list[str]:  # `list` is the method above in this class
         """Remove environments of this host whose owning process is gone; return their ids."""
         removed = remove_orphans(self.client, [LABEL_RUN_ID])
         kept = tokens.saved()  # listed first: a token is saved only once its container exists

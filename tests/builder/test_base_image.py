@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,8 @@ def test_lock_pins_the_environment_stack_exactly() -> None:
     pins = dict(base_image.locked_requirements())
     for name, version in PINNED.items():
         assert pins.get(name) == version, name
-    assert "pytest" not in pins and "pip" not in pins
+    assert "pytest" not in pins
+    assert "pip" not in pins
 
 
 class _NoEngineImages:
@@ -128,7 +128,9 @@ def test_wheelhouse_cached_dir_is_reused_and_failed_download_leaves_nothing(
     steps: list[str] = []
     monkeypatch.setattr(base_image, "_run", fake_download)
     first = base_image.ensure_wheelhouse(on_step=steps.append)
-    assert first.parent == root and first.is_dir() and steps
+    assert first.parent == root
+    assert first.is_dir()
+    assert steps
     monkeypatch.setattr(base_image, "_run", failing_run)  # a cached one needs no download
     assert base_image.ensure_wheelhouse() == first
 
@@ -138,8 +140,8 @@ def test_wheelhouse_cached_dir_is_reused_and_failed_download_leaves_nothing(
 
 
 @pytest.fixture(scope="module")
-def base(docker_client: docker.DockerClient) -> Iterator[str]:
-    yield base_image.ensure_base_image(docker_client)
+def base(docker_client: docker.DockerClient) -> str:
+    return base_image.ensure_base_image(docker_client)
 
 
 def _python(client: docker.DockerClient, tag: str, code: str, **kwargs: Any) -> str:

@@ -35,14 +35,17 @@ def test_display_and_normalised_names_join(dataset: Dataset) -> None:
     records["gen_sample.jsonl"][0]["scenario"] = "QUICK notes -- personal"
     cat = load_catalog(dataset.write())
     bundle = cat.bundles["quick_notes_personal"]
-    assert bundle.sample is not None and bundle.sample.tables[0].table_name == "users"
-    assert len(bundle.tasks) == 2 and bundle.env_code
+    assert bundle.sample is not None
+    assert bundle.sample.tables[0].table_name == "users"
+    assert len(bundle.tasks) == 2
+    assert bundle.env_code
 
 
 def test_unknown_fields_are_kept(dataset: Dataset) -> None:
     cat = load_catalog(dataset.write())
     record = cat.bundles["quick_notes_personal"].scenario_record
-    assert record is not None and record.model_extra == {"categories": ["x"]}
+    assert record is not None
+    assert record.model_extra == {"categories": ["x"]}
 
 
 def test_malformed_json_line_names_file_and_line(dataset: Dataset) -> None:
@@ -50,7 +53,8 @@ def test_malformed_json_line_names_file_and_line(dataset: Dataset) -> None:
     cat = load_catalog(dataset.write())
     bad = [p for p in cat.all_problems() if "malformed JSON" in p.message]
     assert len(bad) == 1
-    assert bad[0].file == "gen_tasks.jsonl" and bad[0].line == 2
+    assert bad[0].file == "gen_tasks.jsonl"
+    assert bad[0].line == 2
     assert bad[0].scenario == "team_notes"  # attributed from the broken text
     assert "gen_tasks.jsonl:2: malformed JSON line skipped" in str(bad[0])
     # the well-formed line further down still loads
@@ -94,7 +98,8 @@ def test_module_that_does_not_parse_is_fatal(dataset: Dataset) -> None:
     cat = load_catalog(dataset.write())
     (p,) = [p for p in cat.excluded["team_notes"] if p.severity is Severity.FATAL]
     assert p.message.startswith("environment module does not parse: invalid syntax")
-    assert p.file == "gen_envs.jsonl" and p.line == 2
+    assert p.file == "gen_envs.jsonl"
+    assert p.line == 2
 
 
 def test_verifier_for_nonexistent_task(dataset: Dataset) -> None:
@@ -104,8 +109,10 @@ def test_verifier_for_nonexistent_task(dataset: Dataset) -> None:
     bundle = cat.bundles["quick_notes_personal"]
     assert sorted(bundle.verifiers["code"]) == [0, 1]
     assert messages(bundle.problems) == [
-        "warning: [quick_notes_personal] gen_verifier.pure_code.jsonl:5: code verifier for "
-        "task 7 ignored: the scenario has 2 tasks (0..1)"
+        (
+            "warning: [quick_notes_personal] gen_verifier.pure_code.jsonl:5: code verifier for "
+            "task 7 ignored: the scenario has 2 tasks (0..1)"
+        )
     ]
 
 
@@ -117,10 +124,14 @@ def test_duplicate_verifier_rows_first_wins(dataset: Dataset) -> None:
     cat = load_catalog(dataset.write())
     bundle = cat.bundles["quick_notes_personal"]
     kept = bundle.verifier(1)
-    assert kept is not None and "n > 2" in kept.code and kept.source_line == 2
+    assert kept is not None
+    assert "n > 2" in kept.code
+    assert kept.source_line == 2
     assert messages(bundle.problems) == [
-        "warning: [quick_notes_personal] gen_verifier.pure_code.jsonl:5: duplicate code "
-        "verifier row for task 1 ignored (gen_verifier.pure_code.jsonl line 2 is used)"
+        (
+            "warning: [quick_notes_personal] gen_verifier.pure_code.jsonl:5: duplicate code "
+            "verifier row for task 1 ignored (gen_verifier.pure_code.jsonl line 2 is used)"
+        )
     ]
 
 
@@ -138,7 +149,8 @@ def test_sql_flavour_is_told_apart_by_its_function(dataset: Dataset) -> None:
     cat = load_catalog(dataset.write())
     bundle = cat.bundles["team_notes"]
     sql = bundle.verifier(0, "sql")
-    assert sql is not None and sql.function == "verify_task"
+    assert sql is not None
+    assert sql.function == "verify_task"
     assert bundle.verifier(0, "code") is not None
 
 
@@ -167,7 +179,7 @@ def test_folder_errors(tmp_path) -> None:
 
 def test_unknown_scenario(dataset: Dataset) -> None:
     cat = load_catalog(dataset.write())
-    with pytest.raises(ScenarioNotFound, match="'nope' is not in .*; `awm catalog"):
+    with pytest.raises(ScenarioNotFound, match=r"'nope' is not in .*; `awm catalog"):
         cat.get("nope")
 
 
@@ -179,7 +191,8 @@ def test_names_that_cannot_be_ids_are_refused_by_name_and_never_merge(dataset: D
 
     # the healthy scenarios load; nothing was made of the bad names
     assert sorted(cat.bundles) == ["quick_notes_personal", "team_notes"]
-    assert "" not in cat.bundles and "" not in cat.excluded
+    assert "" not in cat.bundles
+    assert "" not in cat.excluded
     empty = [p for p in cat.problems if "its id would be empty" in p.message]
     for name in ("日本語", "!!!"):  # each reported on its own, in every file, with its line
         mine = [p for p in empty if p.message.startswith(f"scenario name {name!r} ")]
@@ -188,7 +201,8 @@ def test_names_that_cannot_be_ids_are_refused_by_name_and_never_merge(dataset: D
     assert len(empty) == len({(p.message, p.file, p.line) for p in empty})
 
     long_id = "shop_" + "x" * 298
-    assert list(cat.excluded) == [long_id] and long_id not in cat.bundles
+    assert list(cat.excluded) == [long_id]
+    assert long_id not in cat.bundles
     (first, *_rest) = cat.excluded[long_id]
     assert first.severity is Severity.FATAL
     assert first.message == (f"scenario name {long_name[:60]!r}... gives an id of 303 characters, more than 100 "

@@ -46,7 +46,8 @@ def test_catalog_exits_1_when_nothing_loads(dataset: Dataset) -> None:
     result = runner.invoke(app, ["catalog", str(root), "--json"])
     assert result.exit_code == 1
     data = json.loads(result.output)
-    assert data["loadable"] == 0 and data["excluded"] == 2
+    assert data["loadable"] == 0
+    assert data["excluded"] == 2
     assert "fatal: [team_notes] gen_tasks.jsonl: no tasks" in data["scenarios"][1]["problems"]
 
 
@@ -75,7 +76,8 @@ def test_seed_command_writes_databases_and_stats(tmp_path: Path) -> None:
     db = tmp_path / "pantrypal_recipe_planner.db"
     stats = json.loads((tmp_path / "pantrypal_recipe_planner.json").read_text())
     assert stats["rows"]["recipes"] == sqlite3.connect(db).execute("SELECT count(*) FROM recipes").fetchone()[0]
-    assert stats["foreign_keys"] is True and stats["failed"] == []
+    assert stats["foreign_keys"] is True
+    assert stats["failed"] == []
 
 
 def test_seed_strict_refuses_failing_scenario(dataset: Dataset, tmp_path: Path) -> None:

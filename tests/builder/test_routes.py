@@ -30,7 +30,9 @@ if __name__ == "__main__":
 
 def test_routes_are_read_without_running_the_module() -> None:
     facts = read_routes(ROUTER_MODULE + "\nraise SystemExit('never executed')\n")
-    assert facts.has_app and facts.has_main_guard and facts.syntax_error is None
+    assert facts.has_app
+    assert facts.has_main_guard
+    assert facts.syntax_error is None
     assert [(r.name, r.method, r.path) for r in facts.routes] == [
         ("health", "GET", "/health"),
         ("create_item", "POST", "/api/v1/items/{item_id}"),
@@ -78,7 +80,9 @@ def test_missing_duplicate_and_shadowed_routes_are_problems(dataset: Dataset) ->
     problems = [p.message for p in bundle.problems]
     assert problems == [
         "routes without operation_id (tool names will be generated): count_notes",
-        "shadowed route: GET /notes is defined 2 times (list_notes, search_notes); the tool "
-        "list shows 'search_notes' but calls run the handler of 'list_notes'",
+        (
+            "shadowed route: GET /notes is defined 2 times (list_notes, search_notes); the tool "
+            "list shows 'search_notes' but calls run the handler of 'list_notes'"
+        ),
         f"duplicate operation_id 'create_note' (module lines {lines[0]} and {lines[1]})",
     ]

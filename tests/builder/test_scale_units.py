@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from awm.builder.build.batch import default_jobs, excluded_results, select_bundles
-from awm.builder.catalog.loader import load_catalog
-from awm.builder.catalog.models import ApiSpec
 from awm.builder.build.render import render
 from awm.builder.build.report import BuildReport, BuildResult, ReportWriter, load_report
 from awm.builder.build.smoke import _plan_calls, example_arguments, status_code_of
+from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.models import ApiSpec
 from awm.builder.catalog.variants import derive_variants
 from awm.core.errors import ScenarioNotFound
 from tests.builder.conftest import Dataset
@@ -28,7 +28,8 @@ def test_select_by_id_name_glob_exclude_and_limit() -> None:
     assert ids(only=["PantryPal Recipe Planner"]) == ["pantrypal_recipe_planner"]
     assert ids(only=["*_re*"]) == ["pantrypal_recipe_planner", "trailhead_campground_reservations"]
     assert ids(exclude=["acme_*"], limit=1) == ["pantrypal_recipe_planner"]
-    assert ids(limit=0) == []
+    with pytest.raises(ScenarioNotFound, match="none of the 3 scenario"):  # a build of nothing fails
+        ids(limit=0)
     with pytest.raises(ScenarioNotFound, match="'no_such' is not in"):
         select_bundles(CATALOG, only=["No Such"])
 
@@ -37,10 +38,12 @@ def test_excluded_scenarios_become_failed_results(dataset: Dataset) -> None:
     dataset.files["gen_envs.jsonl"][1]["full_code"] = "def broken(:\n"
     cat = load_catalog(dataset.write())
     bundles, excluded = select_bundles(cat)
-    assert [b.id for b in bundles] == ["quick_notes_personal"] and list(excluded) == ["team_notes"]
+    assert [b.id for b in bundles] == ["quick_notes_personal"]
+    assert list(excluded) == ["team_notes"]
     (result,) = excluded_results(excluded)
     assert (result.status, result.stage) == ("failed", "catalog")
-    assert result.error is not None and result.error.startswith("scenario 'team_notes' was excluded from the dataset: ")
+    assert result.error is not None
+    assert result.error.startswith("scenario 'team_notes' was excluded from the dataset: ")
     assert "environment module does not parse" in result.error
 
 
@@ -55,21 +58,26 @@ def test_report_is_whole_json_after_every_result_and_detects_an_interrupted_run(
     assert json.loads(path.read_text())["counts"]["pending"] == 3  # written before any result
     writer.add(BuildResult(scenario="b", status="built", tools=["x"]))
     on_disk = load_report(path)
-    assert on_disk is not None and [r.scenario for r in on_disk.results] == ["b"] and not on_disk.complete
+    assert on_disk is not None
+    assert [r.scenario for r in on_disk.results] == ["b"]
+    assert not on_disk.complete
     writer.add(BuildResult(scenario="a", status="failed", stage="check", error="boom"))
     assert list(tmp_path.joinpath("sub").iterdir()) == [path]  # no temporary file left
     # A new run on the same dataset sees an incomplete report: it resumes.
     again = ReportWriter(path, BuildReport(dataset="/data", started_at="t1", selected=3))
-    assert again.report.resumed and again.report.previous == {
+    assert again.report.resumed
+    assert again.report.previous == {
         "started_at": "t0", "built": 1, "cached": 0, "failed": 1, "quarantined": 0, "pending": 1,
     }
     again.add(BuildResult(scenario="c", status="cached"))
     again.add(BuildResult(scenario="a", status="built"))
     final = again.finish()
-    assert [r.scenario for r in final.results] == ["a", "c"] and final.complete
+    assert [r.scenario for r in final.results] == ["a", "c"]
+    assert final.complete
     data = json.loads(path.read_text())
     assert data["counts"] == {"built": 1, "cached": 1, "failed": 0, "quarantined": 0, "pending": 1}
-    assert data["complete"] is True and data["format"] == "awm.build-report/1"
+    assert data["complete"] is True
+    assert data["format"] == "awm.build-report/1"
     # A complete report, or one of another dataset, is not resumed.
     assert not ReportWriter(path, BuildReport(dataset="/data", started_at="t2")).report.resumed
     path.write_text("{not json")
@@ -104,18 +112,24 @@ def test_smoke_plan_uses_spec_examples_and_skips_what_it_cannot_call() -> None:
     assert [(s.tool, s.detail) for s in skipped] == [
         ("get_recipe", "required argument(s) recipe_id: the dataset has no spec")
     ]
-    assert example_arguments(ApiSpec()) == {} and example_arguments(None) == {}
+    assert example_arguments(ApiSpec()) == {}
+    assert example_arguments(None) == {}
 
 
 def test_variants_are_distinct_scenarios_that_differ_in_name_rows_and_tasks(tmp_path: Path) -> None:
     ids = derive_variants(EXAMPLES, tmp_path, 5, prefix="Unit Var")
-    assert ids[0] == "unit_var_0000_acme_helpdesk_support_tickets" and len(set(ids)) == 5
+    assert ids[0] == "unit_var_0000_acme_helpdesk_support_tickets"
+    assert len(set(ids)) == 5
     cat = load_catalog(tmp_path)
-    assert sorted(cat.bundles) == sorted(ids) and not cat.excluded
+    assert sorted(cat.bundles) == sorted(ids)
+    assert not cat.excluded
     a, b = cat.bundles[ids[0]], cat.bundles[ids[3]]  # both derived from the helpdesk
-    assert a.tasks[0].startswith("[v0000] ") and b.tasks[0].startswith("[v0003] ")
-    assert a.env_code == b.env_code and a.tools == b.tools
-    assert a.sample is not None and b.sample is not None
+    assert a.tasks[0].startswith("[v0000] ")
+    assert b.tasks[0].startswith("[v0003] ")
+    assert a.env_code == b.env_code
+    assert a.tools == b.tools
+    assert a.sample is not None
+    assert b.sample is not None
     assert a.sample.tables[0].insert_statements[0] != b.sample.tables[0].insert_statements[0]
     digests = {render(bundle, "awm/base:x").digest for bundle in cat.bundles.values()}
     assert len(digests) == 5

@@ -20,7 +20,8 @@ def test_seed_counts_tables_and_rows(dataset: Dataset, tmp_path: Path) -> None:
     assert stats.tables == 2
     assert stats.rows == {"notes": 2, "users": 1}
     assert stats.statements == 6  # 2 ddl + 1 index + 3 inserts
-    assert stats.failed == [] and stats.foreign_keys is True
+    assert stats.failed == []
+    assert stats.foreign_keys is True
     assert stats.bytes == (tmp_path / "seed.db").stat().st_size
     conn = sqlite3.connect(tmp_path / "seed.db")
     assert conn.execute("SELECT body FROM notes ORDER BY id").fetchall() == [("first",), ("second",)]
@@ -39,7 +40,8 @@ def test_failing_ddl_is_recorded_and_build_goes_on(dataset: Dataset, tmp_path: P
     tables.append({"name": "tags", "ddl": "CREATE TABLE tags (id INTEGER PRIMARY KEY,, name)"})
     stats = build_seed(bundle_of(dataset), tmp_path / "seed.db")
     (failure,) = stats.failed
-    assert failure.stage == "ddl" and failure.table == "tags"
+    assert failure.stage == "ddl"
+    assert failure.table == "tags"
     assert failure.error == 'near ",": syntax error'
     assert stats.rows == {"notes": 2, "users": 1}
 
@@ -93,4 +95,5 @@ def test_multi_statement_ddl_string_runs(dataset: Dataset) -> None:
     tables = dataset.files["gen_db.jsonl"][0]["db_schema"]["tables"]
     tables.append({"name": "a", "ddl": "CREATE TABLE a (x INTEGER); CREATE TABLE b (y INTEGER);"})
     stats = build_seed(bundle_of(dataset), None)
-    assert stats.failed == [] and {"a", "b"} <= set(stats.rows)
+    assert stats.failed == []
+    assert {"a", "b"} <= set(stats.rows)

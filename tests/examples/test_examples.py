@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from awm_server.sandbox import grade, run_verifier
 from awm.builder.catalog.loader import load_catalog
-from awm.builder.catalog.solutions import load_solutions, request_for
 from awm.builder.catalog.seed import build_seed
+from awm.builder.catalog.solutions import load_solutions, request_for
+from awm_server.sandbox import grade, run_verifier
 from tests.helpers import EXAMPLES, import_env_module
 
 CATALOG = load_catalog(EXAMPLES)
@@ -36,17 +36,21 @@ def test_assembled_files_match_sources() -> None:
 
 
 def test_examples_are_complete_and_clean() -> None:
-    assert len(CATALOG.bundles) >= 3 and not CATALOG.excluded
+    assert len(CATALOG.bundles) >= 3
+    assert not CATALOG.excluded
     assert CATALOG.all_problems() == []
     for sid, b in CATALOG.bundles.items():
         methods = {t.method for t in b.tools}
         assert len(b.db_schema.tables) >= 5, sid
-        assert len(b.tools) >= 8 and "GET" in methods and methods & {"POST", "PUT", "PATCH", "DELETE"}
+        assert len(b.tools) >= 8
+        assert "GET" in methods
+        assert methods & {"POST", "PUT", "PATCH", "DELETE"}
         assert len(b.tasks) >= 5, sid
         assert sorted(b.verifiers["code"]) == list(range(len(b.tasks))), sid
         assert sorted(SOLUTIONS[sid]) == list(range(len(b.tasks))), sid
         stats = build_seed(b, None)
-        assert stats.failed == [] and stats.total_rows > 50, sid
+        assert stats.failed == [], sid
+        assert stats.total_rows > 50, sid
         tool_names = {t.name for t in b.tools}
         for solution in SOLUTIONS[sid].values():
             assert {c.tool for c in solution.calls} <= tool_names, sid

@@ -10,7 +10,8 @@ pytestmark = pytest.mark.docker
 
 
 def test_demo_builds_starts_replays_grades_and_resets(example_images: dict[str, object]) -> None:
-    result = CliRunner().invoke(app, ["demo", str(EXAMPLES), "--scenario", "trailhead_campground_reservations", "--task", "1"])
+    args = ["demo", str(EXAMPLES), "--scenario", "trailhead_campground_reservations", "--task", "1"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "   verify before acting: others" in lines

@@ -12,8 +12,8 @@ import pytest
 
 from awm.builder.build.batch import BuildOptions, BuildResult, build_bundle, build_images
 from awm.builder.catalog.loader import load_catalog
-from awm.runtime.env import Env
 from awm.core.errors import EnvStartTimeout
+from awm.runtime.env import Env
 from tests.helpers import derive_dataset, remove_scenario_images
 
 pytestmark = pytest.mark.docker
@@ -88,7 +88,8 @@ def test_hanging_tool_times_out_as_tool_error(faulty_image: BuildResult, start_e
     start = time.monotonic()
     result = env.client.call_tool("slow_tool", {"seconds": 20})
     assert time.monotonic() - start < 10
-    assert result.is_error and "timed out after 1s" in result.text
+    assert result.is_error
+    assert "timed out after 1s" in result.text
     assert env.client.call_tool("slow_tool", {"seconds": 0}).is_error is False
 
 

@@ -17,8 +17,8 @@ from fastapi_mcp import FastApiMCP
 
 from awm.builder.build.batch import BuildResult
 from awm.builder.catalog.loader import load_catalog
-from awm.builder.catalog.solutions import load_solutions
 from awm.builder.catalog.seed import build_seed
+from awm.builder.catalog.solutions import load_solutions
 from awm.runtime.client import AsyncEnvClient
 from awm.runtime.env import Env
 from tests.helpers import EXAMPLES, dump_tables, import_env_module
@@ -82,7 +82,9 @@ def test_replay_verify_reset_cycle(
     assert info["awm.runtime"]["resets"] == len(SOLUTIONS[sid])
 
 
-def test_tool_errors_name_the_status_code(example_images: dict[str, BuildResult], start_env: Callable[..., Env]) -> None:
+def test_tool_errors_name_the_status_code(
+    example_images: dict[str, BuildResult], start_env: Callable[..., Env]
+) -> None:
     env = start_env(example_images["pantrypal_recipe_planner"].tag)
     result = env.client.call_tool("get_recipe", {"recipe_id": 999999})
     assert result.is_error
@@ -102,7 +104,7 @@ def test_concurrent_writes_during_reset(
     writes: dict[str, tuple[float, float]] = {}
     reset_window: list[float] = []
 
-    async def writer(client: AsyncEnvClient, n: int, stop: asyncio.Event) -> None:
+    async def writer(client: AsyncEnvClient, n: int, stop: asyncio.Event, wrote: asyncio.Event) -> None:
         async with client.mcp_session() as session:
             i = 0
             while not stop.is_set():
@@ -112,20 +114,26 @@ def test_concurrent_writes_during_reset(
                 if result.isError:
                     errors.append(str(result.content))
                 writes[marker] = (sent, time.monotonic())
+                wrote.set()
                 i += 1
 
     async def main() -> None:
         async with AsyncEnvClient(env.base_url, token=env.token) as client:
             stop = asyncio.Event()
-            tasks = [asyncio.create_task(writer(client, n, stop)) for n in range(8)]
-            while len(writes) < 40:
-                await asyncio.sleep(0.01)
+            wrote = asyncio.Event()  # set by a writer after each acknowledged write
+
+            async def until(enough: Callable[[], bool]) -> None:
+                while not enough():
+                    wrote.clear()
+                    await wrote.wait()
+
+            tasks = [asyncio.create_task(writer(client, n, stop, wrote)) for n in range(8)]
+            await until(lambda: len(writes) >= 40)
             reset_window.append(time.monotonic())
             reply = await client.reset()
             reset_window.append(time.monotonic())
             assert reply["ok"] is True
-            while len([w for w in writes.values() if w[0] > reset_window[1]]) < 40:
-                await asyncio.sleep(0.01)
+            await until(lambda: len([w for w in writes.values() if w[0] > reset_window[1]]) >= 40)
             stop.set()
             await asyncio.gather(*tasks)
 
@@ -136,7 +144,8 @@ def test_concurrent_writes_during_reset(
     present = {r[0] for r in conn.execute("SELECT body FROM ticket_comments WHERE body GLOB 'w[0-7]-[0-9]*'")}
     before = {m for m, (_, ack) in writes.items() if ack < reset_window[0]}
     after = {m for m, (sent, _) in writes.items() if sent > reset_window[1]}
-    assert before and after
+    assert before
+    assert after
     assert present.isdisjoint(before), "writes acknowledged before the reset survived it"
     assert after <= present, "writes sent after the reset are missing"
     # Everything else is the seed: comments other than the markers, and all other tables.
@@ -156,14 +165,15 @@ def test_hardened_container(
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["Memory"] == 512 * 1024 * 1024 and host["PidsLimit"] == 256
+    assert host["Memory"] == 512 * 1024 * 1024
+    assert host["PidsLimit"] == 256
     assert attrs["Config"]["User"] == "10001:10001"
     assert env.client.info()["awm.runtime"]["uid"] == 10001
     # the image's files cannot be changed, the seed least of all
     code, out = container.exec_run(
         ["python", "-c", "open('/opt/awm/scenario/seed.db', 'r+b')"], user="10001:10001"
     )
-    assert code != 0 and b"Read-only file system" in out or b"Permission denied" in out
+    assert (code != 0 and b"Read-only file system" in out) or b"Permission denied" in out
     # and the environment keeps serving
     assert env.client.call_tool("list_parks", {}).is_error is False
 
@@ -197,22 +207,28 @@ def test_offline_verify_matches_control_plane(
     assert {k: offline[k] for k in keys} == {k: online[k] for k in keys}
 
 
-def test_image_command_line_tasks_and_info(example_images: dict[str, BuildResult], docker_client: docker.DockerClient) -> None:
+def test_image_command_line_tasks_and_info(
+    example_images: dict[str, BuildResult], docker_client: docker.DockerClient
+) -> None:
     tag = example_images["acme_helpdesk_support_tickets"].tag
     tasks = json.loads(docker_client.containers.run(tag, ["tasks"], remove=True, network_mode="none"))
     assert tasks == CATALOG.bundles["acme_helpdesk_support_tickets"].tasks
     info = json.loads(docker_client.containers.run(tag, ["info"], remove=True, network_mode="none"))
     assert info["scenario"] == "acme_helpdesk_support_tickets"
     assert info["image_digest"] == tag.split(":")[1]
-    assert info["seed"]["foreign_keys"] is True and info["seed"]["failed_statements"] == []
+    assert info["seed"]["foreign_keys"] is True
+    assert info["seed"]["failed_statements"] == []
 
 
-def test_control_token_guards_control_plane(example_images: dict[str, BuildResult], start_env: Callable[..., Env]) -> None:
+def test_control_token_guards_control_plane(
+    example_images: dict[str, BuildResult], start_env: Callable[..., Env]
+) -> None:
     env = start_env(example_images["acme_helpdesk_support_tickets"].tag, control_token="s3cret")
     with httpx.Client(base_url=env.base_url) as http:
         assert http.get("/_awm/health").status_code == 200
         denied = http.post("/_awm/reset")
-        assert denied.status_code == 401 and "Bearer" in denied.json()["error"]
+        assert denied.status_code == 401
+        assert "Bearer" in denied.json()["error"]
         assert http.post("/_awm/reset", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert http.post("/_awm/reset", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert env.reset()["ok"] is True  # the Env handle carries the token

@@ -12,7 +12,8 @@ def test_public_surface_is_sorted_and_importable() -> None:
 
 
 def test_docker_backend_satisfies_the_protocol() -> None:
-    missing = [m for m in ("start", "stop", "logs", "is_running", "list", "gc") if not callable(getattr(DockerBackend, m, None))]
+    methods = ("start", "stop", "logs", "is_running", "list", "gc")
+    missing = [m for m in methods if not callable(getattr(DockerBackend, m, None))]
     assert missing == []
     backend = DockerBackend.__new__(DockerBackend)  # no engine needed to check the shape
     backend.run_id = "r"

@@ -50,7 +50,8 @@ def test_env_start_with_published_port_and_errors(images: dict[str, str]) -> Non
     output = _invoke("start", images["pantrypal_recipe_planner"], "--port", str(port))
     name = output.splitlines()[0]
     try:
-        assert f"MCP:      http://127.0.0.1:{port}/mcp" in output and "network:  published" in output
+        assert f"MCP:      http://127.0.0.1:{port}/mcp" in output
+        assert "network:  published" in output
     finally:
         _invoke("stop", name)
     missing = runner.invoke(app, ["env", "reset", "no-such-env"])
@@ -58,4 +59,5 @@ def test_env_start_with_published_port_and_errors(images: dict[str, str]) -> Non
     assert "error: no environment container named 'no-such-env'\nhint: `awm env ls` lists" in missing.output
     no_image = runner.invoke(app, ["env", "start", "no_such_scenario"])
     assert no_image.exit_code == 5
-    assert "image awm/no_such_scenario:latest not found; build it with `awm build DATASET --only no_such_scenario`" in no_image.output
+    expected = "image awm/no_such_scenario:latest not found; build it with `awm build DATASET --only no_such_scenario`"
+    assert expected in no_image.output

@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from awm.cli import app
+from awm.core.labels import LABEL_OWNER, LABEL_RUN_ID, check_user_labels, new_run_id
 from awm.runtime.base import Isolation, StartOptions
 from awm.runtime.docker_backend import DockerBackend
-from awm.core.labels import LABEL_OWNER, LABEL_RUN_ID, check_user_labels, new_run_id
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,9 @@ def _spawn_owner(run_id: str, image: str) -> subprocess.Popen[str]:
     return proc
 
 
-def test_gc_removes_containers_of_a_killed_owner_only(docker_client: docker.DockerClient, images: dict[str, str]) -> None:
+def test_gc_removes_containers_of_a_killed_owner_only(
+    docker_client: docker.DockerClient, images: dict[str, str]
+) -> None:
     image = images["pantrypal_recipe_planner"]
     dead_run, live_run = new_run_id(), new_run_id()
     proc = _spawn_owner(dead_run, image)
@@ -63,7 +65,8 @@ def test_gc_removes_containers_of_a_killed_owner_only(docker_client: docker.Dock
         assert "removed 2 orphaned environment(s)" in result.output
         assert _owned_by(docker_client, dead_run) == []
         assert _owned_by(docker_client, live_run) == sorted([mine.id, detached.id])
-        assert mine.healthy() and detached.healthy()
+        assert mine.healthy()
+        assert detached.healthy()
     finally:
         proc.kill()
         proc.communicate()
@@ -73,7 +76,9 @@ def test_gc_removes_containers_of_a_killed_owner_only(docker_client: docker.Dock
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
-def test_owner_cleans_up_on_signal(how: signal.Signals, docker_client: docker.DockerClient, images: dict[str, str]) -> None:
+def test_owner_cleans_up_on_signal(
+    how: signal.Signals, docker_client: docker.DockerClient, images: dict[str, str]
+) -> None:
     run_id = new_run_id()
     proc = _spawn_owner(run_id, images["acme_helpdesk_support_tickets"])
     try:
@@ -94,7 +99,7 @@ def test_labels(docker_client: docker.DockerClient, images: dict[str, str]) -> N
         assert labels["awm.scenario"] == "pantrypal_recipe_planner"
         assert labels[LABEL_RUN_ID] == backend.run_id
         assert labels[LABEL_OWNER].split(":")[1] == str(os.getpid())
-    with pytest.raises(ValueError, match="labels in the awm. namespace are reserved: awm.scenario"):
+    with pytest.raises(ValueError, match=r"labels in the awm\. namespace are reserved: awm\.scenario"):
         check_user_labels({"awm.scenario": "x"})
 
 
@@ -171,6 +176,7 @@ def test_published_environment_on_a_fixed_port(docker_client: docker.DockerClien
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     backend = DockerBackend(docker_client)
-    with backend.start(images["pantrypal_recipe_planner"], StartOptions(isolation=Isolation.PUBLISHED, host_port=port)) as env:
+    options = StartOptions(isolation=Isolation.PUBLISHED, host_port=port)
+    with backend.start(images["pantrypal_recipe_planner"], options) as env:
         assert env.base_url == f"http://127.0.0.1:{port}"
         assert env.client.health()["status"] == "ok"

@@ -9,10 +9,10 @@ import docker
 import pytest
 
 from awm.builder.catalog.solutions import load_solutions
-from awm.runtime.base import StartOptions, Timeouts
-from awm.runtime.docker_backend import DockerBackend
 from awm.core.errors import EnvStartTimeout, EnvUnavailable
 from awm.core.labels import LABEL_RUN_ID
+from awm.runtime.base import StartOptions, Timeouts
+from awm.runtime.docker_backend import DockerBackend
 from awm.runtime.pool import AsyncEnvPool, EnvPool
 from tests.helpers import EXAMPLES
 
@@ -61,9 +61,11 @@ def test_killed_while_leased_is_named_and_replaced(docker_client: docker.DockerC
         docker_client.containers.get(env.id).kill()
         with pytest.raises(EnvUnavailable) as info:
             env.verify(0)
-        assert env.name in str(info.value) and "exited (137)" in str(info.value)
+        assert env.name in str(info.value)
+        assert "exited (137)" in str(info.value)
         pool.release(env)  # the reset fails: it is thrown away and replaced
-        assert pool.metrics.reset_failures == 1 and pool.metrics.replaced == 1
+        assert pool.metrics.reset_failures == 1
+        assert pool.metrics.replaced == 1
         replacement = pool.acquire(timeout_s=60)
         other = pool.acquire(timeout_s=60)
         assert env.id not in (replacement.id, other.id)
@@ -74,14 +76,17 @@ def test_killed_while_leased_is_named_and_replaced(docker_client: docker.DockerC
     assert _session_containers(docker_client, backend.run_id) == []
 
 
-def test_dead_idle_environment_is_replaced_on_acquire(docker_client: docker.DockerClient, images: dict[str, str]) -> None:
+def test_dead_idle_environment_is_replaced_on_acquire(
+    docker_client: docker.DockerClient, images: dict[str, str]
+) -> None:
     backend = DockerBackend(docker_client)
     with EnvPool(backend, images["pantrypal_recipe_planner"], size=1) as pool:
         victim = pool.acquire()
         pool.release(victim)
         docker_client.containers.get(victim.id).kill()
         env = pool.acquire(timeout_s=60)
-        assert env.id != victim.id and env.healthy()
+        assert env.id != victim.id
+        assert env.healthy()
         assert pool.metrics.unhealthy_on_acquire == 1
         pool.release(env)
 
@@ -109,19 +114,22 @@ def test_async_pool_episodes(docker_client: docker.DockerClient, images: dict[st
 def test_failing_image_stops_the_pool_with_its_log(docker_client: docker.DockerClient, images: dict[str, str]) -> None:
     backend = DockerBackend(docker_client)
     options = StartOptions(env={"AWM_SCENARIO_DIR": "/nonexistent"}, timeouts=Timeouts(start_s=20))
-    pool = EnvPool(backend, images["pantrypal_recipe_planner"], size=2, options=options, max_consecutive_start_failures=2)
+    pool = EnvPool(
+        backend, images["pantrypal_recipe_planner"], size=2, options=options, max_consecutive_start_failures=2
+    )
     with pytest.raises(EnvStartTimeout) as info:
         pool.start(timeout_s=60)
-    assert "exited with code 1" in str(info.value) and "/nonexistent" in str(info.value)
+    assert "exited with code 1" in str(info.value)
+    assert "/nonexistent" in str(info.value)
     assert _session_containers(docker_client, backend.run_id) == []
-    with pytest.raises(RuntimeError, match="Cannot acquire from pool: it is closed."):
+    with pytest.raises(RuntimeError, match=r"Cannot acquire from pool: it is closed\."):
         pool.acquire()
 
 
 def test_acquire_times_out_when_all_are_leased(docker_client: docker.DockerClient, images: dict[str, str]) -> None:
     with EnvPool(DockerBackend(docker_client), images["pantrypal_recipe_planner"], size=1) as pool:
         env = pool.acquire()
-        with pytest.raises(EnvStartTimeout, match="no environment of .* within 0.5s"):
+        with pytest.raises(EnvStartTimeout, match=r"no environment of .* within 0\.5s"):
             pool.acquire(timeout_s=0.5)
         pool.release(env)
         with pytest.raises(ValueError, match="is not leased from this pool"):

@@ -28,7 +28,8 @@ def test_awm_container_replays_a_task(images: dict[str, str], docker_client: doc
         assert env.verify(3)["result"] == "others"
         container_id = env.get_wrapped_container().id
         attrs = docker_client.containers.get(container_id).attrs
-        assert attrs["HostConfig"]["ReadonlyRootfs"] is True and attrs["Config"]["User"] == "10001:10001"
+        assert attrs["HostConfig"]["ReadonlyRootfs"] is True
+        assert attrs["Config"]["User"] == "10001:10001"
         assert attrs["Config"]["Labels"]["awm.owner"].split(":")[1] == str(os.getpid())
     assert docker_client.containers.list(all=True, filters={"id": container_id}) == []
 

@@ -467,10 +467,7 @@ def _build_log_tail(log_lines: Iterable[Any]) -> str:
     """The last lines of a docker build log (JSON chunks as the SDK yields them)."""
     lines: list[str] = []
     for chunk in log_lines:
-        if isinstance(chunk, dict):
-            text = chunk.get("stream") or chunk.get("error") or ""
-        else:
-            text = str(chunk)
+        text = (chunk.get("stream") or chunk.get("error") or "") if isinstance(chunk, dict) else str(chunk)
         lines.extend(text.splitlines())
     return _tail(lines, _BUILD_LOG_TAIL)
 
@@ -555,7 +552,8 @@ def _build_base(
         except docker.errors.APIError as exc:
             raise ImageBuildError(f"building {tag} failed: {exc}", image=tag) from exc
         for chunk in build_log:
-            text = chunk.get("stream", "").rstrip() if isinstance(chunk, dict) else ""
+            stream = chunk.get("stream") if isinstance(chunk, dict) else None
+            text = stream.rstrip() if isinstance(stream, str) else ""
             if text:
                 log.debug("build: %s", text)
 

@@ -209,7 +209,7 @@ def build_bundle(
     base_size: int | None = None,
     run_id: str | None = None,
     checker: BatchChecker | None = None,
-    known: Any = None,
+    known: _Images | None = None,
 ) -> BuildResult:
     """Build one scenario's image (or find it cached), optionally smoke-test it.
 
@@ -280,7 +280,7 @@ def build_bundle(
             result.tools = tools if tools is not None else manifest_tools
             stage = "engine"
             client.api.tag(image_id, repo, ctx.digest)  # the commit point (module docstring)
-            size = int(client.api.inspect_image(image_id)["Size"])
+            size = int(client.images.get(image_id).attrs["Size"])
             status = "built"
         # The mark is on the image, whatever brought it here: a rebuild that gives the same image
         # (the engine's layer cache) is as quarantined as a cached one, smoke test or not.
@@ -316,7 +316,7 @@ def build_bundle(
         result.image_id = image_id
         result.size_bytes = size
         if base_size is None:
-            base_size = int(client.api.inspect_image(base_image)["Size"])
+            base_size = int(client.images.get(base_image).attrs["Size"])
         result.layer_bytes = size - base_size
         result.status = status
     except AWMError as exc:
@@ -337,11 +337,11 @@ def build_bundle(
     return result
 
 
-def _lookup(client: docker.DockerClient, known: Any, tag: str) -> tuple[str, int] | None:
+def _lookup(client: docker.DockerClient, known: _Images | None, tag: str) -> tuple[str, int] | None:
     if known is not None:
-        return known.get(tag)  # type: ignore[no-any-return]
+        return known.get(tag)
     try:
-        attrs = client.api.inspect_image(tag)
+        attrs = client.images.get(tag).attrs
     except docker.errors.ImageNotFound:
         return None
     return str(attrs["Id"]), int(attrs["Size"])
@@ -416,9 +416,9 @@ def select_bundles(
         DatasetError: the dataset has no scenario at all.
     """
     for name in only:
-        if not any(ch in name for ch in "*?[") and normalise(name) not in catalog.bundles:
-            if normalise(name) not in catalog.excluded:
-                catalog.get(name)  # raises, naming the dataset
+        pattern = any(ch in name for ch in "*?[")
+        if not pattern and normalise(name) not in catalog.bundles and normalise(name) not in catalog.excluded:
+            catalog.get(name)  # raises, naming the dataset
     ids = sorted(set(catalog.bundles) | set(catalog.excluded))
     chosen = [sid for sid in ids if (not only or _matches(sid, only)) and not _matches(sid, exclude)]
     if limit is not None:
@@ -500,7 +500,7 @@ def build_images(
         from awm.runtime.docker_backend import DockerBackend
 
         backend = DockerBackend(client=client, run_id=run_id)
-    base_size = int(client.api.inspect_image(base)["Size"])
+    base_size = int(client.images.get(base).attrs["Size"])
     known = _Images(client)
     # One checker container for the batch (started on the first scenario that needs a check).
     checker = BatchChecker(client, base, run_id=run_id, concurrency=_cpus()) if (

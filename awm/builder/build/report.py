@@ -99,7 +99,7 @@ class BuildReport(BaseModel):
 
     def count(self) -> dict[str, int]:
         """Results per status, plus `pending` (selected but not done yet)."""
-        out = {s: 0 for s in ("built", "cached", "failed", "quarantined")}
+        out = dict.fromkeys(("built", "cached", "failed", "quarantined"), 0)
         for r in self.results:
             out[r.status] += 1
         out["pending"] = max(0, self.selected - len(self.results))

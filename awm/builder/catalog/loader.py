@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -34,10 +34,10 @@ from awm.builder.catalog.models import (
     VerifierFlavour,
     VerifierRecord,
 )
-from awm.core.naming import invalid_scenario_id, normalise
 from awm.builder.catalog.routes import parse, read_routes
 from awm.builder.catalog.seed import build_seed
 from awm.core.errors import DatasetError, ScenarioNotFound, SeedError
+from awm.core.naming import invalid_scenario_id, normalise
 
 __all__ = [
     "DATASET_FILES",
@@ -391,20 +391,22 @@ class _Loader:
 
     def _check_module(self, sid: str, env: _Row[EnvRecord]) -> list[Route]:
         facts = read_routes(env.record.full_code)
-        where = {"scenario": sid, "file": env.file, "line": env.line}
+
+        def report(severity: Severity, message: str) -> None:
+            self.problem(severity, message, scenario=sid, file=env.file, line=env.line)
+
         if facts.syntax_error:
-            self.problem(Severity.FATAL, f"environment module does not parse: {facts.syntax_error}", **where)
+            report(Severity.FATAL, f"environment module does not parse: {facts.syntax_error}")
             return []
         if not facts.has_app:
-            self.problem(Severity.WARNING, "environment module has no module-level `app = FastAPI(...)`", **where)
+            report(Severity.WARNING, "environment module has no module-level `app = FastAPI(...)`")
         if not facts.routes:
-            self.problem(Severity.WARNING, "environment module defines no routes", **where)
+            report(Severity.WARNING, "environment module defines no routes")
         missing = [r.function for r in facts.routes if not r.has_operation_id]
         if missing:
-            self.problem(
+            report(
                 Severity.WARNING,
                 f"routes without operation_id (tool names will be generated): {', '.join(missing)}",
-                **where,
             )
         last: dict[tuple[str, str], Route] = {}
         for route in facts.routes:
@@ -417,23 +419,21 @@ class _Loader:
             groups.setdefault((route.method, route.path), []).append(route)
         for (method, path), same in groups.items():
             if len(same) > 1:
-                self.problem(
+                report(
                     Severity.WARNING,
                     f"shadowed route: {method} {path} is defined {len(same)} times "
                     f"({', '.join(r.name for r in same)}); the tool list shows {same[-1].name!r} "
                     f"but calls run the handler of {same[0].name!r}",
-                    **where,
                 )
         seen: dict[str, Route] = {}
         for route in facts.routes:
             if route.shadowed:
                 continue
             if route.name in seen:
-                self.problem(
+                report(
                     Severity.WARNING,
                     f"duplicate operation_id {route.name!r} (module lines "
                     f"{seen[route.name].line} and {route.line})",
-                    **where,
                 )
             seen.setdefault(route.name, route)
         return facts.routes

@@ -10,8 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from awm_server.contract import FailedStatement  # recorded in every image's manifest
 from pydantic import BaseModel, ConfigDict, Field
+
+from awm_server.contract import FailedStatement  # recorded in every image's manifest
 
 __all__ = [
     "ApiEndpoint",
@@ -22,11 +23,11 @@ __all__ = [
     "EnvRecord",
     "FailedStatement",
     "Problem",
+    "Route",
     "SampleData",
     "SampleRecord",
     "SampleTable",
     "ScenarioBundle",
-    "Route",
     "ScenarioRecord",
     "SeedStats",
     "Severity",

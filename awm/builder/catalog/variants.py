@@ -33,7 +33,7 @@ def _tag_first_literal(statement: str, tag: str) -> str:
 
 
 def _vary(record: dict[str, Any], key: str, new_name: str, new_id: str, tag: str) -> dict[str, Any]:
-    out = json.loads(json.dumps(record))  # a deep copy that keeps unknown fields
+    out: dict[str, Any] = json.loads(json.dumps(record))  # a deep copy that keeps unknown fields
     # Keep the form of the reference: display name where the source had one, else the id.
     out[key] = new_name if normalise(record[key]) != record[key] else new_id
     if isinstance(out.get("tasks"), list):

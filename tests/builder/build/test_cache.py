@@ -10,8 +10,8 @@ import docker
 import pytest
 
 from awm.builder.build.batch import BuildOptions, build_images
-from awm.builder.catalog.loader import load_catalog
 from awm.builder.build.report import BuildReport, ReportWriter
+from awm.builder.catalog.loader import load_catalog
 from tests.builder.build.conftest import edit_records, make_variants
 
 pytestmark = pytest.mark.docker
@@ -42,7 +42,8 @@ def test_rerun_builds_nothing_and_a_changed_row_rebuilds_one_scenario(
 
     report_path = tmp_path / "report.json"
     writer = ReportWriter(report_path, BuildReport(dataset=str(root), started_at="now", selected=len(ids)))
-    second = build_images(load_catalog(root).bundles.values(), BuildOptions(jobs=3), client=docker_client, report=writer)
+    bundles = load_catalog(root).bundles.values()
+    second = build_images(bundles, BuildOptions(jobs=3), client=docker_client, report=writer)
     writer.finish()
     assert [r.status for r in second] == ["cached"] * len(ids)
     assert _image_ids(docker_client, prefix) == before  # not one image was made again
@@ -64,6 +65,7 @@ def test_rerun_builds_nothing_and_a_changed_row_rebuilds_one_scenario(
     assert {sid for sid in ids if after[sid] != before[sid]} == {changed}
     old = next(r for r in first if r.scenario == changed)
     new = next(r for r in third if r.scenario == changed)
-    assert new.tag != old.tag and new.seed_rows == old.seed_rows
+    assert new.tag != old.tag
+    assert new.seed_rows == old.seed_rows
     # the earlier digest is still there (an "old" image for `awm images prune`)
     assert docker_client.images.get(old.tag).id == old.image_id

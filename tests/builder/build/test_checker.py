@@ -12,8 +12,8 @@ import docker
 import pytest
 
 from awm.builder.build.batch import BuildOptions, build_bundle, build_images, new_build_run_id
-from awm.builder.catalog.loader import load_catalog
 from awm.builder.build.checker import BatchChecker, CheckerUnavailable
+from awm.builder.catalog.loader import load_catalog
 from awm.core.labels import LABEL_OWNER, Owner
 from tests.builder.build.conftest import edit_records, make_variants
 
@@ -41,11 +41,13 @@ def test_checker_verdicts_match_the_image_check(
         edit_records(root, "gen_envs.jsonl", sid,
                      lambda rec, e=edit: rec.update(full_code=rec["full_code"].replace("app = FastAPI(", e, 1)))
     bundles = load_catalog(root).bundles
-    results = {r.scenario: r for r in build_images(bundles.values(), BuildOptions(jobs=3, check_timeout_s=3), client=docker_client)}
+    built = build_images(bundles.values(), BuildOptions(jobs=3, check_timeout_s=3), client=docker_client)
+    results = {r.scenario: r for r in built}
 
     assert results[noisy].status == "built"
     assert sorted(results[noisy].tools) == sorted(t.name for t in bundles[noisy].tools)  # the check, not the print
-    assert results[healthy].status == "built" and len(results[healthy].tools) == 12
+    assert results[healthy].status == "built"
+    assert len(results[healthy].tools) == 12
     assert (results[blocks].status, results[blocks].stage) == ("failed", "check")
     assert results[blocks].error == (
         f"scenario {blocks!r}: environment module did not finish importing within 3s "

@@ -36,4 +36,5 @@ def test_a_rebuild_without_smoke_tests_keeps_the_quarantine(
         assert again.status == "quarantined", again
         assert "t4 startup hook failed" in str(again.error)
         tags = docker_client.images.get(str(first.image_id)).tags
-        assert f"awm/{sid}:quarantined" in tags and f"awm/{sid}:latest" not in tags
+        assert f"awm/{sid}:quarantined" in tags
+        assert f"awm/{sid}:latest" not in tags

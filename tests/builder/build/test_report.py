@@ -52,7 +52,7 @@ def _code(edit: Callable[[str], str]) -> Callable[[dict[str, Any]], None]:
 
 def _dirty_dataset(root: Path) -> list[str]:
     ids = make_variants(root, 7, "t4 report")
-    crash, inserts, done, startup, five, healthy, unparsable = ids
+    crash, inserts, done, startup, five, _healthy, unparsable = ids
     edit_records(root, "gen_envs.jsonl", crash, _code(lambda c: c.replace("app = FastAPI(", CRASHES_AT_IMPORT, 1)))
 
     def orphan_insert(rec: dict[str, Any]) -> None:
@@ -85,40 +85,51 @@ def test_report_names_each_broken_scenario_and_the_others_build(
     assert result.exit_code == 1, result.output
     report = json.loads(report_path.read_text())
     by = {r["scenario"]: r for r in report["results"]}
-    assert report["complete"] is True and report["selected"] == 7 and len(by) == 7
+    assert report["complete"] is True
+    assert report["selected"] == 7
+    assert len(by) == 7
     assert report["counts"] == {"built": 4, "cached": 0, "failed": 2, "quarantined": 1, "pending": 0}
 
     # a module that raises at import: no image, the exception named
     assert (by[crash]["status"], by[crash]["stage"]) == ("failed", "check")
-    assert f"scenario '{crash}': environment module failed on import: RuntimeError: t4 boom at import" in by[crash]["error"]
+    expected = f"scenario '{crash}': environment module failed on import: RuntimeError: t4 boom at import"
+    assert expected in by[crash]["error"]
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(by[crash]["tag"])
     # a module that does not parse never reaches Docker
     assert (by[unparsable]["status"], by[unparsable]["stage"]) == ("failed", "catalog")
     assert "environment module does not parse" in by[unparsable]["error"]
     # failing inserts: built, the statement and its error recorded
-    assert by[inserts]["status"] == "built" and by[inserts]["failed_statements"] == 1
+    assert by[inserts]["status"] == "built"
+    assert by[inserts]["failed_statements"] == 1
     assert by[inserts]["failed_sql"][0]["stage"] == "insert"
     assert by[inserts]["warnings"][0].startswith("1 seed statement(s) failed, first: insert of table")
     # a task already complete on the untouched seed
-    assert by[done]["status"] == "built" and by[done]["smoke"]["status"] == "issues"
+    assert by[done]["status"] == "built"
+    assert by[done]["smoke"]["status"] == "issues"
     assert by[done]["smoke"]["complete_at_seed"] == [2]
     assert "task 2 is already complete on the untouched seed" in by[done]["warnings"]
     # a read-only tool answering 500, recorded per tool
     assert by[five]["smoke"]["server_errors"] == {"t4_boom": 500}
     boom = next(t for t in by[five]["smoke"]["tools"] if t["tool"] == "t4_boom")
-    assert boom["outcome"] == "server_error" and "Status code: 500" in boom["detail"]
+    assert boom["outcome"] == "server_error"
+    assert "Status code: 500" in boom["detail"]
     # an image that cannot start: kept, tagged quarantined, never :latest
     q = by[startup]
     assert (q["status"], q["stage"]) == ("quarantined", "smoke")
-    assert f"awm/{startup}:quarantined" in q["error"] and "t4 startup hook failed" in q["error"]
+    assert f"awm/{startup}:quarantined" in q["error"]
+    assert "t4 startup hook failed" in q["error"]
     image = docker_client.images.get(f"awm/{startup}:quarantined")
-    assert image.id == q["image_id"] and f"awm/{startup}:latest" not in image.tags
+    assert image.id == q["image_id"]
+    assert f"awm/{startup}:latest" not in image.tags
     # the healthy one: every read-only tool called with the spec's examples, all fine
     h = by[healthy]["smoke"]
-    assert by[healthy]["status"] == "built" and h["status"] == "passed" and h["complete_at_seed"] == []
+    assert by[healthy]["status"] == "built"
+    assert h["status"] == "passed"
+    assert h["complete_at_seed"] == []
     called = [t for t in h["tools"] if t["outcome"] != "skipped"]
-    assert called and any(t["arguments"] for t in called)
+    assert called
+    assert any(t["arguments"] for t in called)
     assert {t["outcome"] for t in called} <= {"ok", "error"}
     for sid in (crash, unparsable, startup):
         assert sid in result.output  # the table and the closing lines name them
@@ -138,8 +149,10 @@ def test_report_names_each_broken_scenario_and_the_others_build(
     assert listed.exit_code == 0, listed.output
     states = {i["scenario"]: (i["state"], i["smoke"]) for i in json.loads(listed.output)}
     assert states[startup] == ("quarantined", "failed")
-    assert states[healthy] == ("current", "passed") and states[done] == ("current", "issues")
-    assert crash not in states and unparsable not in states
+    assert states[healthy] == ("current", "passed")
+    assert states[done] == ("current", "issues")
+    assert crash not in states
+    assert unparsable not in states
 
     pruned = runner.invoke(app, ["images", "prune", "t4_report_*"])
     assert pruned.exit_code == 0, pruned.output
@@ -161,4 +174,5 @@ def test_strict_refuses_failing_inserts_before_building(tmp_path: Path, own_imag
     result = runner.invoke(app, ["build", str(root), "--strict", "--no-smoke", "--report", str(report_path)])
     assert result.exit_code == 1
     (r,) = json.loads(report_path.read_text())["results"]
-    assert (r["status"], r["stage"]) == ("failed", "seed") and "no such table: nowhere" in r["error"]
+    assert (r["status"], r["stage"]) == ("failed", "seed")
+    assert "no such table: nowhere" in r["error"]

@@ -54,9 +54,12 @@ def test_killed_build_resumes_where_it_stopped(
     assert proc.returncode == -signal.SIGKILL
 
     killed = _report(report_path)  # the file is whole: written to a temporary file, then renamed
-    assert killed is not None and killed["complete"] is False and killed["finished_at"] is None
+    assert killed is not None
+    assert killed["complete"] is False
+    assert killed["finished_at"] is None
     done_before = {r["scenario"] for r in killed["results"] if r["status"] == "built"}
-    assert done_before and done_before < set(ids)
+    assert done_before
+    assert done_before < set(ids)
     assert killed["counts"]["pending"] == len(ids) - len(killed["results"])
     for sid in done_before:  # what the report says was built is built, under its digest tag
         entry = next(r for r in killed["results"] if r["scenario"] == sid)
@@ -66,7 +69,9 @@ def test_killed_build_resumes_where_it_stopped(
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming an interrupted build" in rerun.stderr
     final = _report(report_path)
-    assert final is not None and final["complete"] is True and final["resumed"] is True
+    assert final is not None
+    assert final["complete"] is True
+    assert final["resumed"] is True
     assert final["previous"]["built"] == len(done_before)
     status = {r["scenario"]: r["status"] for r in final["results"]}
     assert sorted(status) == sorted(ids)

@@ -75,7 +75,8 @@ def test_exported_tarball_loads_after_removal_and_serves_mcp(
     layers = [layer for entry in manifest for layer in entry["Layers"]]
     assert set(layers) <= members
     base_layers = _base_layer_count(docker_client, ship_images[0])
-    assert len(layers) == 2 * (base_layers + 1) and len(set(layers)) == base_layers + 2
+    assert len(layers) == 2 * (base_layers + 1)
+    assert len(set(layers)) == base_layers + 2
 
     assert remove_scenario_images(docker_client, PREFIX) == len(ship_images)
     for sid in ship_images:
@@ -173,5 +174,6 @@ def test_push_shares_the_base_and_pull_restores_a_runnable_image(
     pulled = runner.invoke(app, ["images", "pull", second, "--registry", registry])
     assert pulled.exit_code == 0, pulled.output
     image = docker_client.images.get(f"awm/{second}:latest")
-    assert image.id == image_id and f"awm/{second}:{digests[second]}" in image.tags
+    assert image.id == image_id
+    assert f"awm/{second}:{digests[second]}" in image.tags
     assert "list_recipes" in _serves_mcp(docker_client, f"awm/{second}:latest")
