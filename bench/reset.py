@@ -318,7 +318,7 @@ def main() -> int:
                 for tag in (*built_here, image_ref(SYNTHETIC_ID)):
                     try:
                         client.images.remove(tag)
-                    except Exception as exc:
+                    except Exception as exc:  # cleanup is best effort, and said
                         log(f"could not remove {tag}: {exc}")
 
     parameters["sqlite_host"] = sqlite3.sqlite_version
