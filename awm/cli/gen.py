@@ -139,11 +139,14 @@ def _yield_options() -> list[inspect.Parameter]:
                                                     "keep (reported); 0 = none."), float),
         _param("strict", typer.Option(False, "--strict", help="No failing statement, and no best attempt kept "
                                                                "when the attempts run out."), bool),
-        _param("database_dir", typer.Option(None, "--database_dir", "--database-dir",
-                                            help="Materialise each scenario's SQLite database here (db, sample); "
-                                                 "db_path points to it [folder mode: OUT/databases]."),
-               Path | None),
     ]
+
+
+def _database_option() -> list[inspect.Parameter]:
+    return [_param("database_dir", typer.Option(None, "--database_dir", "--database-dir",
+                                                help="Materialise each scenario's seed database here; db_path points "
+                                                     "to it [folder mode: OUT/databases; file mode: none]."),
+                   Path | None)]
 
 
 def _scenario_options() -> list[inspect.Parameter]:
@@ -280,6 +283,9 @@ def _run(stages: tuple[Stage, ...], opts: dict[str, Any]) -> None:
         opts["count"] = max(0, opts["target_count"] - len(load_seeds(opts["seeds"])))
         opts["keep_seeds"] = True
     options = _options(opts)
+    for flag in ("mode", "verifier_mode"):
+        if opts.get(flag, "sql") not in ("sql", "code"):
+            raise SynthesisError(f"--{flag} {opts[flag]}: choose sql or code")
     file_mode = _file_mode(opts) and stages != STAGES
     with LLMClient(settings, cache=cache) as llm, Progress(
         TextColumn("[bold]generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -292,7 +298,8 @@ def _run(stages: tuple[Stage, ...], opts: dict[str, Any]) -> None:
                 return
             report = generate(
                 opts["output"], stages=stages, llm=llm, options=options, seeds=opts.get("seeds"),
-                only=_names(opts), limit=opts.get("limit"), build_fn=_builder() if opts.get("build") else None,
+                only=_names(opts), limit=opts.get("limit"), database_dir=opts.get("database_dir"),
+                build_fn=_builder() if opts.get("build") else None,
                 on_event=on_event,
             )
         except KeyboardInterrupt:
@@ -335,8 +342,6 @@ def _run_file_mode(stage: Stage, opts: dict[str, Any], llm: Any, options: GenOpt
     if opts.get("input"):
         given = {main_kind: Path(opts["input"]), **{k: v for k, v in given.items() if k != main_kind}}
     mode = opts.get("mode", "sql")
-    if mode not in ("sql", "code"):
-        raise SynthesisError(f"--mode {mode}: choose sql or code")
     with tempfile.TemporaryDirectory(prefix="awm-gen-file-") as work:
         report = run_file_stage(stage, llm=llm, inputs=given, output=output, options=options,
                                 allowed=_names(opts), limit=opts.get("limit"), database_dir=opts.get("database_dir"),
@@ -444,7 +449,7 @@ for _stage in STAGES:
     if _stage == "scenario":
         _params += _scenario_options() + _task_options()
     else:
-        _params += _input_options(_stage) + _selection_options()
+        _params += _input_options(_stage) + _selection_options() + _database_option()
         _params += _task_options() if _stage == "task" else []
         _params += _yield_options() if _stage in ("db", "sample") else []
         _params += _mode_option("mode", ("--mode",)) if _stage == "verifier" else []
@@ -454,7 +459,7 @@ for _stage in STAGES:
 
 gen_app.command("all")(_command(
     STAGES,
-    _common() + _scenario_options() + _task_options() + _selection_options() + _yield_options()
+    _common() + _scenario_options() + _task_options() + _selection_options() + _yield_options() + _database_option()
     + _mode_option("verifier_mode", ("--verifier_mode", "--verifier-mode")) + [
         _param("build", typer.Option(False, "--build", help="Build each scenario's image as soon as it is done."),
                bool),

@@ -238,6 +238,7 @@ def generate(
     seeds: str | Path | None = None,
     only: Sequence[str] = (),
     limit: int | None = None,
+    database_dir: Path | None = None,
     build_fn: Callable[[ScenarioBundle], BuildOutcome] | None = None,
     prober_factory: Callable[[], Any] | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -253,6 +254,7 @@ def generate(
         seeds: the seed list; needed when `scenario` is among `stages`.
         only: scenario ids or names to restrict the per-scenario stages to.
         limit: the first N scenarios of the list only (after `only`).
+        database_dir: where the seed databases are written (`db_path`); `<output>/databases` by default.
         build_fn: builds a finished scenario's image (`awm gen all --build`); called on a
             background thread as soon as the scenario's last stage is done.
         prober_factory: makes the environment prober (a `DockerProber` by default).
@@ -267,7 +269,7 @@ def generate(
         KeyboardInterrupt: after the stages in progress end and the files and report are written.
     """
     options = options or GenOptions()
-    folder = OutputFolder(output)
+    folder = OutputFolder(output, database_dir=database_dir)
     if seeds is not None:
         folder.refuse_overwriting(Path(seeds))
     with folder.locked():

@@ -114,9 +114,11 @@ class OutputFolder:
             be overwritten).
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, database_dir: Path | None = None) -> None:
         self.root = Path(root)
         self.state = self.root / STATE_DIR
+        # Where the seed databases go (`db_path`): OUT/databases, written relative, by default.
+        self.database_dir = database_dir.resolve() if database_dir is not None else None
         foreign = [n for n in (*DATASET_FILES, SOLUTIONS_FILE) if (self.root / n).exists()]
         if foreign and not self.state.is_dir():
             raise SynthesisError(
@@ -221,7 +223,8 @@ class OutputFolder:
         """Rewrite the dataset files and seed databases from the state; the names of the files that changed."""
         changed = []
         drafts = self.drafts()
-        for name, text in dataset_files(drafts).items():
+        db_dir = str(self.database_dir) if self.database_dir is not None else "databases"
+        for name, text in dataset_files(drafts, db_dir=db_dir).items():
             path = self.root / name
             if text in ("", "{}\n") and not path.exists():
                 continue  # no stage got that far: no empty file
@@ -246,14 +249,14 @@ class OutputFolder:
             if d.db_schema is None:
                 continue
             key = digest(d.db_schema.model_dump(mode="json"), d.sample.model_dump(mode="json") if d.sample else None)
-            path = self.root / "databases" / f"{d.id}.db"
+            path = (self.database_dir or self.root / "databases") / f"{d.id}.db"
             if built.get(d.id) == key and path.is_file():
                 continue
-            path.parent.mkdir(exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.unlink(missing_ok=True)
             build_seed(seed_bundle(d.id, d.db_schema, d.sample), path, foreign_keys=True)
             built[d.id] = key
-            changed.append(f"databases/{d.id}.db")
+            changed.append(str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path))
         if changed:
             atomic_write(index_path, json.dumps(built, indent=1, sort_keys=True) + "\n")
         return changed

@@ -224,3 +224,24 @@ def test_every_task_gets_a_verifier_row_flagged_ones_marked(
     (folder / out.name).write_bytes(out.read_bytes())
     bundle = load_catalog(folder).bundles["trailhead_campground_reservations"]
     assert sorted(bundle.verifiers["code"]) == [0, 1, 3, 4, 5]
+
+
+def test_folder_mode_materialises_the_seed_databases(tmp_path: Path) -> None:
+    from awm.builder.synth import GenOptions, generate
+    from tests.builder.synth.conftest import make_llm
+
+    fixtures = ScriptedLLM().start()
+    try:
+        out = tmp_path / "out"
+        with make_llm(fixtures) as llm:
+            report = generate(out, stages=("scenario", "task", "db", "sample"), llm=llm, seeds=FIXTURES / "seeds.jsonl",
+                              options=GenOptions(scenarios=2, tasks=6, error_threshold=0.0))
+    finally:
+        fixtures.stop()
+    assert not report.failed
+    for row in rows(out / "gen_db.jsonl"):
+        path = out / row["db_path"]
+        assert row["db_path"] == f"databases/{row['scenario']}.db" and path.is_file()
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM users WHERE id = 1").fetchone() == (1,)  # rows, not only tables
+    assert f"databases/{rows(out / 'gen_db.jsonl')[0]['scenario']}.db" in report.files_changed
