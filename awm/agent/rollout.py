@@ -137,8 +137,19 @@ class _LoopThread:
 
     def close(self) -> None:
         if self.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._cancel_all(), self.loop).result(timeout=30)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)
+        if not self.thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
+
+    @staticmethod
+    async def _cancel_all() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.get_running_loop().shutdown_asyncgens()
 
 
 class Rollouts:
@@ -454,6 +465,8 @@ class Episode:
                     text, is_error = fault, True
                 else:
                     text, is_error = await (self._tools.call(name, args) if raw else self._dispatch(name, args))
+                    if is_error and text == protocol.timeout_text(self._tools.timeout_s):
+                        await self._check_alive()  # a hung tool is the model's problem, a dead server is not
             except EnvUnavailable as exc:
                 self._broken = True
                 step.update(content=None, is_error=True, error=exc.message)
@@ -462,6 +475,14 @@ class Episode:
             step.update(content=text, is_error=is_error, duration_s=round(time.perf_counter() - began, 6))
             self.trajectory.append(step)
             return text, is_error
+
+    async def _check_alive(self) -> None:
+        assert self._env is not None
+        try:
+            await self._env.aclient.health()
+        except EnvUnavailable as exc:
+            raise EnvUnavailable(f"environment {self._env.name} of {self.key.scenario} stopped answering: "
+                                 f"{exc.message}", scenario=self.key.scenario) from exc
 
     async def _dispatch(self, name: str, args: dict[str, Any]) -> tuple[str, bool]:
         assert self._tools is not None
@@ -496,7 +517,7 @@ class Episode:
                     if self._env is None:
                         raise RuntimeError(f"episode {self.key} was never started: nothing to grade")
                     try:
-                        verdict = await self._env.aclient.verify(self.key.task_idx, answer, "code")
+                        verdict = _as_dict(await self._env.aclient.verify(self.key.task_idx, answer, "code"))
                         result = {"complete": "complete", "error": "judge_error"}.get(str(verdict.get("result")),
                                                                                       "others")
                         error = str(verdict.get("error")) if result == "judge_error" else None
@@ -526,6 +547,12 @@ class Episode:
                 self._broken = True
         if self._env is not None:
             await self.rollouts.pools().release(self._env, discard=self._broken)
+
+
+def _as_dict(verdict: Any) -> dict[str, Any]:
+    """The verifier's answer as JSON data (the client gives a model or, before, a dict)."""
+    dumped = verdict.model_dump(mode="json") if hasattr(verdict, "model_dump") else verdict
+    return dict(dumped)
 
 
 def _arguments(arguments: Mapping[str, Any] | str | None) -> tuple[dict[str, Any], str | None]:
