@@ -237,10 +237,10 @@ class _Runner:
         else:
             judgement = None
             if cfg.judge == "sql":
-                judgement = await llm_judge(cfg.judge_llm or cfg.llm, task, episode.trajectory, result.get("value"),
+                judgement = await llm_judge(cfg.judge_llm or cfg.llm, task, episode.trajectory, result.value,
                                             **({"prompt": cfg.judge_prompt} if cfg.judge_prompt else {}))
-            doc = verify_document(run, cfg.judge, result, llm_judgement=judgement, rewards=cfg.rewards,
-                                  error=result.get("error") if result.get("result") == "error" else None)
+            doc = verify_document(run, cfg.judge, result.model_dump(mode="json"), llm_judgement=judgement,
+                                  rewards=cfg.rewards, error=result.error if result.result == "error" else None)
         (run_dir / f"verify.{cfg.judge}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
         return doc
 

@@ -156,9 +156,9 @@ def reset(name: str, token: str | None = TOKEN, as_json: bool = JSON) -> None:
     with _client(_find(DockerBackend(), name), token) as client:
         result = client.reset()
     if as_json:
-        _print(result)
+        _print(result.model_dump(mode="json"))
     else:
-        out.print(f"reset {name} in {result['duration_ms']:.0f} ms ({result['resets']} resets so far)", markup=False)
+        out.print(f"reset {name} in {result.duration_ms:.0f} ms ({result.resets} resets so far)", markup=False)
 
 
 @env_app.command("verify")
@@ -175,11 +175,11 @@ def verify(
     with _client(_find(DockerBackend(), name), token) as client:
         result = client.verify(task_idx, final_answer, flavour)
     if as_json:
-        _print(result)
+        _print(result.model_dump(mode="json"))
     else:
-        error = f": {result['error']}" if result.get("error") else ""
-        out.print(f"task {task_idx}: {result['result']} (reward {result.get('reward')}){error}", markup=False)
-    if result["result"] == "error":
+        error = f": {result.error}" if result.error else ""
+        out.print(f"task {task_idx}: {result.result} (reward {result.reward}){error}", markup=False)
+    if result.result == "error":
         raise typer.Exit(1)
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import anyio
 import httpx
@@ -53,6 +53,7 @@ from awm.core.errors import (
     ToolCallError,
     VerifierError,
 )
+from awm_server.contract import ResetResult, VerifyResult
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -309,20 +310,21 @@ class AsyncEnvClient(_EnvClientBase):
             raise self._unavailable(what, exc) from exc
 
     async def health(self) -> dict[str, Any]:
-        return self._checked(await self._send("GET", "/_awm/health", "health"), "health")  # type: ignore[no-any-return]
+        return cast(dict[str, Any], self._checked(await self._send("GET", "/_awm/health", "health"), "health"))
 
     async def info(self) -> dict[str, Any]:
-        return self._checked(await self._send("GET", "/_awm/info", "info"), "info")  # type: ignore[no-any-return]
+        return cast(dict[str, Any], self._checked(await self._send("GET", "/_awm/info", "info"), "info"))
 
     async def tasks(self) -> list[dict[str, Any]]:
-        return self._checked(await self._send("GET", "/_awm/tasks", "tasks"), "tasks")  # type: ignore[no-any-return]
+        return cast(list[dict[str, Any]], self._checked(await self._send("GET", "/_awm/tasks", "tasks"), "tasks"))
 
-    async def reset(self) -> dict[str, Any]:
-        return self._checked(await self._send("POST", "/_awm/reset", "reset"), "reset")  # type: ignore[no-any-return]
+    async def reset(self) -> ResetResult:
+        return ResetResult.model_validate(self._checked(await self._send("POST", "/_awm/reset", "reset"), "reset"))
 
-    async def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
+    async def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> VerifyResult:
         body = self._verify_body(task_idx, final_answer, flavour)
-        return self._checked(await self._send("POST", "/_awm/verify", "verify", json=body), "verify")  # type: ignore[no-any-return]
+        response = await self._send("POST", "/_awm/verify", "verify", json=body)
+        return VerifyResult.model_validate(self._checked(response, "verify"))
 
     async def snapshot(self, path: str | Path) -> Path:
         response = await self._send("GET", "/_awm/snapshot", "snapshot")
@@ -439,20 +441,21 @@ class EnvClient(_EnvClientBase):
             raise self._unavailable(what, exc) from exc
 
     def health(self) -> dict[str, Any]:
-        return self._checked(self._send("GET", "/_awm/health", "health"), "health")  # type: ignore[no-any-return]
+        return cast(dict[str, Any], self._checked(self._send("GET", "/_awm/health", "health"), "health"))
 
     def info(self) -> dict[str, Any]:
-        return self._checked(self._send("GET", "/_awm/info", "info"), "info")  # type: ignore[no-any-return]
+        return cast(dict[str, Any], self._checked(self._send("GET", "/_awm/info", "info"), "info"))
 
     def tasks(self) -> list[dict[str, Any]]:
-        return self._checked(self._send("GET", "/_awm/tasks", "tasks"), "tasks")  # type: ignore[no-any-return]
+        return cast(list[dict[str, Any]], self._checked(self._send("GET", "/_awm/tasks", "tasks"), "tasks"))
 
-    def reset(self) -> dict[str, Any]:
-        return self._checked(self._send("POST", "/_awm/reset", "reset"), "reset")  # type: ignore[no-any-return]
+    def reset(self) -> ResetResult:
+        return ResetResult.model_validate(self._checked(self._send("POST", "/_awm/reset", "reset"), "reset"))
 
-    def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
+    def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> VerifyResult:
         body = self._verify_body(task_idx, final_answer, flavour)
-        return self._checked(self._send("POST", "/_awm/verify", "verify", json=body), "verify")  # type: ignore[no-any-return]
+        response = self._send("POST", "/_awm/verify", "verify", json=body)
+        return VerifyResult.model_validate(self._checked(response, "verify"))
 
     def snapshot(self, path: str | Path) -> Path:
         response = self._send("GET", "/_awm/snapshot", "snapshot")

@@ -5,11 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 from awm.core.errors import EnvUnavailable
 from awm.runtime.base import Isolation, Protections
 from awm.runtime.client import AsyncEnvClient, EnvClient
+from awm_server.contract import ResetResult, VerifyResult
 
 if TYPE_CHECKING:
     from awm.runtime.base import Backend
@@ -96,7 +97,7 @@ class Env:
             scenario=self.scenario, image=self.image, container_id=self.id,
         )
 
-    def reset(self) -> dict[str, Any]:
+    def reset(self) -> ResetResult:
         """Restore the database from the seed, in place (milliseconds)."""
         self._live("reset")
         try:
@@ -104,7 +105,7 @@ class Env:
         except EnvUnavailable as exc:
             raise self._explain(exc) from exc
 
-    def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
+    def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> VerifyResult:
         """Grade task `task_idx` against the current database, inside the environment."""
         self._live("verify")
         try:

@@ -37,6 +37,7 @@ from awm.runtime import tokens
 from awm.runtime.base import Isolation
 from awm.runtime.client import EnvClient
 from awm.runtime.docker_backend import isolation_network, sandbox_options
+from awm_server.contract import ResetResult, VerifyResult
 
 __all__ = ["SERVER_PORT", "AWMContainer", "awm_container"]
 
@@ -97,11 +98,11 @@ class AWMContainer(DockerContainer):
             self._client = EnvClient(self.get_base_url(), token=self.control_token)
         return self._client
 
-    def reset(self) -> dict[str, Any]:
+    def reset(self) -> ResetResult:
         """Restore the database from the seed, in place."""
         return self.get_client().reset()
 
-    def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> dict[str, Any]:
+    def verify(self, task_idx: int, final_answer: str | None = None, flavour: str = "code") -> VerifyResult:
         """Grade a task against the current database, inside the container."""
         return self.get_client().verify(task_idx, final_answer, flavour)
 

@@ -202,8 +202,8 @@ def smoke_test(
             except AWMError as exc:
                 result.tasks.append(TaskCheck(task_idx=idx, result="error", error=exc.message))
                 continue
-            result.tasks.append(TaskCheck(task_idx=idx, result=str(graded.get("result")), error=graded.get("error")))
-            if graded.get("result") == "complete":
+            result.tasks.append(TaskCheck(task_idx=idx, result=graded.result, error=graded.error))
+            if graded.result == "complete":
                 result.complete_at_seed.append(idx)
 
         calls, skipped = _plan_calls(bundle, served)

@@ -66,6 +66,15 @@ class _Answer(BaseModel):
     # A host may talk to an image built by another version: fields it does not know are ignored.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
+    def __getitem__(self, key: str) -> Any:
+        """Read a field like the JSON the answer travels as (``result["reward"]``).
+
+        Code written against the wire format keeps working; attributes are the typed way.
+        """
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
 
 class FailedStatement(_Record):
     """A seed statement that failed, and why."""
