@@ -35,6 +35,7 @@ import asyncio
 import importlib
 import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 from uuid import uuid4
 
@@ -187,7 +188,7 @@ class AWMAgentLoop:
                 tool_messages = [{"role": "tool", "content": _truncate(r, self.max_tool_response_length)}
                                  for r in results]
                 tool_ids = await self.loop.run_in_executor(
-                    None, lambda batch=tool_messages: self._template(batch, add_generation_prompt=True))
+                    None, partial(self._template, tool_messages, add_generation_prompt=True))
                 tool_ids = tool_ids[len(empty_ids):]
                 if len(response_mask) + len(tool_ids) >= self.response_length:
                     break
