@@ -110,10 +110,8 @@ _INPUTS = {  # parameter -> (kind, flags)
 
 def _input_options(stage: Stage) -> list[inspect.Parameter]:
     """File mode: the stage's input files (the original's flags; missing ones are looked for beside the others)."""
-    params = [_param("input", typer.Option(None, "--input", help=f"File mode: the stage's main input "
-                                                                 f"({'gen_scenario.jsonl' if stage == 'task' else ''}"
-                                                                 f"{'gen_tasks.jsonl' if stage in ('db', 'sample', 'spec', 'verifier') else ''}"
-                                                                 f"{'gen_spec.jsonl' if stage == 'env' else ''})."),
+    main = {"task": "gen_scenario.jsonl", "env": "gen_spec.jsonl"}.get(stage, "gen_tasks.jsonl")
+    params = [_param("input", typer.Option(None, "--input", help=f"File mode: the stage's main input ({main})."),
                      Path | None)]
     for name, (kind, flags) in _INPUTS.items():
         file = {"scenario": "gen_scenario", "task": "gen_tasks", "env": "gen_envs"}.get(kind, f"gen_{kind}")
@@ -208,7 +206,14 @@ def _settings(opts: dict[str, Any]) -> LLMSettings:
         "json_mode": opts.get("json_mode"), "embedding_model": opts.get("embedding_model"),
         "embedding_base_url": opts.get("embedding_base_url"),
     }
-    return LLMSettings(**{k: v for k, v in given.items() if v is not None})
+    from pydantic import ValidationError
+
+    try:
+        return LLMSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SynthesisError(f"bad LLM setting {'.'.join(map(str, first['loc']))}: {first['msg']} "
+                             f"(got {first.get('input')!r})") from None
 
 
 def _builder() -> Any:

@@ -118,7 +118,7 @@ class BubblewrapProber(FileProber):
     ) -> ProbeResult:
         result = ProbeResult()
         timeout_s = timeout_s or self.timeout_s
-        proc = subprocess.Popen(  # noqa: S603  (a fixed command line; the code runs inside bwrap)
+        proc = subprocess.Popen(  # a fixed command line; the generated code runs inside bwrap
             self.command(command, src, dst), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: self._limits(timeout_s),
         )

@@ -97,6 +97,6 @@ class BestAttempt(Generic[T]):
         if self.value is None or self.check is None:
             return None, []
         first = "; ".join(f.splitlines()[0][:200] for f in self.check.failures[:3])
-        return self.value, [*self.check.notes,
-                            f"best attempt kept after {attempts} attempts: {len(self.check.failures)} of "
-                            f"{self.check.statements} {what} statements fail: {first}"]
+        kept = (f"best attempt kept after {attempts} attempts: {len(self.check.failures)} of "
+                f"{self.check.statements} {what} statements fail: {first}")
+        return self.value, [*self.check.notes, kept]

@@ -26,11 +26,13 @@ the original pipeline's (`AWM_SYN_OVERRIDE_MODEL`, `AWM_SYN_LLM_PROVIDER`, `AZUR
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, Literal, Self
 
 import httpx
@@ -41,7 +43,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from awm.builder.synth.cache import ResponseCache, request_key
 from awm.core.errors import SynthesisError
 
-__all__ = ["DEFAULT_AZURE_API_VERSION", "LLMClient", "LLMSettings", "Reply", "StageUsage", "Usage", "is_reasoning_model"]
+__all__ = ["DEFAULT_AZURE_API_VERSION", "LLMClient", "LLMSettings", "Reply", "StageUsage", "Usage",
+           "is_reasoning_model"]
 
 log = logging.getLogger("awm")
 
@@ -234,10 +237,8 @@ class _HttpClient(openai.DefaultHttpxClient):
 
     def __del__(self) -> None:
         if not self.is_closed:
-            try:
+            with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to do
                 self.close()
-            except Exception:  # interpreter shutdown: nothing left to do
-                pass
 
 
 class _RetryCounter:
@@ -423,8 +424,7 @@ class LLMClient:
         for _ in range(_MAX_ADJUSTMENTS + 1):
             sent = self._chat_params.shape(request)
             try:
-                return self._call(lambda: self._openai().chat.completions.create(**sent), stage, scenario, "chat",
-                                  raise_bad_request=True)
+                return self._call(partial(self._create_chat, sent), stage, scenario, "chat", raise_bad_request=True)
             except openai.BadRequestError as exc:
                 param = _rejected_parameter(exc, sent)
                 change = self._chat_params.adjust(param, sent) if param else None
@@ -434,6 +434,9 @@ class LLMClient:
                 log.warning("the server refused `%s` for model %s (%s); %s from now on", param, self.model,
                             _describe(exc), change)
         raise SynthesisError(f"stage {stage}: the server kept refusing the request's parameters", scenario=scenario)
+
+    def _create_chat(self, body: dict[str, Any]) -> Any:
+        return self._openai().chat.completions.create(**body)
 
     def embed(self, texts: list[str], *, stage: str = "scenario") -> list[list[float]]:
         """Embedding vectors of `texts` with the configured embedding model (cached as a batch).
@@ -454,7 +457,8 @@ class LLMClient:
         response = self._call(lambda: self._embedder().embeddings.create(**request), stage, None, "embeddings")
         vectors = [list(map(float, d.embedding)) for d in sorted(response.data, key=lambda d: d.index)]
         if len(vectors) != len(texts):
-            raise SynthesisError(f"stage {stage}: the embedding server returned {len(vectors)} vectors for {len(texts)} texts")
+            raise SynthesisError(f"stage {stage}: the embedding server returned {len(vectors)} vectors for "
+                                 f"{len(texts)} texts")
         prompt_tokens = response.usage.prompt_tokens if response.usage else 0
         self.usage.add(stage, prompt_tokens=prompt_tokens)
         if self.cache is not None:

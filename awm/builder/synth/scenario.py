@@ -21,8 +21,9 @@ Built to reach 1,000+ scenarios:
   the rest needs at the yield so far (accepted per candidate), and a round sends as many
   requests as that takes (at most `concurrency`); the stage stops when N are accepted, when
   `stall_rounds` rounds in a row (and at least a batch's worth of candidates) bring nothing new
-  (a model that only repeats itself), or after `3 * ceil(N / batch) + concurrency` requests. A reply whose candidates were all rejected leaves
-  the cache, so a rerun asks again instead of replaying it.
+  (a model that only repeats itself), or after `3 * ceil(N / batch) + concurrency` requests. A
+  reply whose candidates were all rejected leaves the cache, so a rerun asks again instead of
+  replaying it.
 
 The result reports the category distribution, the duplicate rate and why the stage stopped.
 Costs: about `ceil(N / batch) / yield` requests, plus `ceil(seeds / 30)` to classify; with
@@ -312,7 +313,7 @@ def run(ctx: StageContext, seeds: list[Candidate], previous: ScenarioList | None
     cap = o.max_per_category or (math.ceil(1.5 * o.scenarios / len(categories)) if categories else None)
     taken = _Taken(names=[(s.name, s.description) for s in seeds], vectors=[],
                    category_of=[classes.get(normalise(s.name), (None, None))[0] for s in seeds],
-                   counts={c: 0 for c in categories})
+                   counts=dict.fromkeys(categories, 0))
     if embeddings:
         taken.vectors = ctx.llm.embed([f"{n}: {d}" for n, d in taken.names], stage="scenario")
 

@@ -69,7 +69,7 @@ def run(ctx: StageContext, draft: Draft) -> StageResult:
     value = converse(dialogue, lambda text: parse_model(text, ApiSpec), spec_problems)
     bare = [f"{e.operation_id}.{name}" for g in (value.api_groups if value else []) for e in g.endpoints
             for name, p in e.request_params.items() if not str(p.get("description") or "").strip()]
-    notes = [f"{len(bare)} parameter(s) without a description (the tool schema will lack it): "
-             f"{', '.join(bare[:8])}{' ...' if len(bare) > 8 else ''}"] if bare else []
+    shown = f"{', '.join(bare[:8])}{' ...' if len(bare) > 8 else ''}"
+    notes = [f"{len(bare)} parameter(s) without a description (the tool schema will lack it): {shown}"] if bare else []
     return dialogue_result("spec", draft.id, dialogue.records, value.model_dump(mode="json") if value else None,
                            notes=notes)

@@ -136,8 +136,8 @@ def test_sample_keeps_the_best_attempt_when_attempts_run_out(
 ) -> None:
     out = tmp_path / "gen_sample.jsonl"
     result = gen(server, "sample", "--input_task", str(EXAMPLES / "gen_tasks.jsonl"), "--input_db",
-                 str(EXAMPLES / "gen_db.jsonl"), "--output", str(out), "--allowed_scenarios", "PantryPal Recipe Planner",
-                 "--attempts", "1", "--error_threshold", "0")
+                 str(EXAMPLES / "gen_db.jsonl"), "--output", str(out), "--allowed_scenarios",
+                 "PantryPal Recipe Planner", "--attempts", "1", "--error_threshold", "0")
     assert result.exit_code == 0, result.output
     assert rows(out)[0]["inserts_count"] == 40
     assert "best attempt kept after 1 attempts: 1 of 40 INSERT statements fail" in " ".join(result.output.split())
@@ -176,7 +176,8 @@ def test_env_file_to_file_calls_every_tool(
 ) -> None:
     out = tmp_path / "gen_envs.jsonl"
     result = gen(server, "env", "--input_spec", str(EXAMPLES / "gen_spec.jsonl"), "--input_db",
-                 str(EXAMPLES / "gen_db.jsonl"), "--output", str(out), "--allowed_scenarios", "PantryPal Recipe Planner")
+                 str(EXAMPLES / "gen_db.jsonl"), "--output", str(out), "--allowed_scenarios",
+                 "PantryPal Recipe Planner")
     assert result.exit_code == 0, result.output
     (row,) = rows(out)
     assert row["scenario"] == "pantrypal_recipe_planner" and "FastAPI(" in row["full_code"]

@@ -145,7 +145,8 @@ def test_azure_endpoints(server: ScriptedLLM) -> None:
 
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWM_LLM_MODEL", "AWM_LLM_BASE_URL", "AWM_LLM_API_KEY", "AWM_LLM_PROVIDER", "AWM_LLM_API_VERSION",
-                 "AWM_LLM_EMBEDDING_MODEL", "AWM_LLM_EMBEDDING_BASE_URL", "AWM_LLM_EMBEDDING_API_KEY", "EMBEDDING_MODEL",
+                 "AWM_LLM_EMBEDDING_MODEL", "AWM_LLM_EMBEDDING_BASE_URL", "AWM_LLM_EMBEDDING_API_KEY",
+                 "EMBEDDING_MODEL",
                  "AWM_SYN_OVERRIDE_MODEL", "AWM_SYN_LLM_PROVIDER", "AZURE_ENDPOINT_URL", "AZURE_OPENAI_ENDPOINT",
                  "AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION", "OPENAI_BASE_URL", "OPENAI_API_KEY",
                  "EMBEDDING_OPENAI_API_KEY", "EMBEDDING_OPENAI_BASE_URL"):
@@ -259,3 +260,15 @@ def test_no_model_is_an_error_that_says_what_to_set(monkeypatch: pytest.MonkeyPa
     _clean_environment(monkeypatch)
     with pytest.raises(SynthesisError, match="no model configured: pass --model or set AWM_LLM_MODEL"):
         LLMClient(LLMSettings())
+
+
+def test_a_bad_provider_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from awm.cli import app
+
+    _clean_environment(monkeypatch)
+    result = CliRunner().invoke(app, ["gen", "task", "-o", "out", "--model", "m"],
+                                env={"AWM_SYN_LLM_PROVIDER": "bedrock", "COLUMNS": "200"})
+    assert result.exit_code == SynthesisError.exit_code
+    assert "bad LLM setting provider: Input should be 'openai' or 'azure' (got 'bedrock')" in result.output

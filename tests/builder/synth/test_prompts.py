@@ -7,8 +7,9 @@ from awm.builder.synth import env, sample, spec, task
 from awm.builder.synth.base import Draft
 from awm.builder.synth.task import TaskList
 
+USERS = {"tables": [{"name": "users", "ddl": "CREATE TABLE users (id INTEGER)"}]}
 DRAFT = Draft(id="shop", name="Shop", description="A shop.", tasks=["Find the cheapest red mug and order two."],
-              db_schema=DbSchema.model_validate({"tables": [{"name": "users", "ddl": "CREATE TABLE users (id INTEGER)"}]}))
+              db_schema=DbSchema.model_validate(USERS))
 
 
 def test_task_rules() -> None:
