@@ -20,7 +20,10 @@ TRAJECTORY = [{"iteration": 1, "role": "assistant", "content": "ok", "tool_calls
 
 @pytest.mark.parametrize(("reply", "label"), [
     (json.dumps(REPLY), "complete"),
-    ("Here is my verdict:\n```json\n" + json.dumps({**REPLY, "classification": "agent_error"}) + "\n```", "agent_error"),
+    (
+        "Here is my verdict:\n```json\n" + json.dumps({**REPLY, "classification": "agent_error"}) + "\n```",
+        "agent_error",
+    ),
     ("I think it is complete.", "judge_error"),
     (json.dumps({**REPLY, "classification": "mostly_done"}), "judge_error"),
     ('{"classification": "complete",', "judge_error"),
@@ -31,14 +34,17 @@ def test_judge_replies_are_parsed_or_judge_error(reply: str, label: str) -> None
         judged = asyncio.run(llm_judge(llm, "Tag the ticket.", TRAJECTORY, {"tagged": True}))
         (request,) = model.chats()
     assert judged["classification"] == label
-    assert request["temperature"] == 1.0 and request["max_completion_tokens"] == 4096
+    assert request["temperature"] == 1.0
+    assert request["max_completion_tokens"] == 4096
     assert request["messages"][0] == {"role": "system", "content": JUDGE_PROMPT}
     user = request["messages"][1]["content"]
-    assert "Tag the ticket." in user and "Number of steps: 1" in user
+    assert "Tag the ticket." in user
+    assert "Number of steps: 1" in user
     assert '"code_execution_result": {\n    "tagged": true\n  }' in user
     doc = verify_document({"scenario": "s", "task_id": 0, "task": "t"}, "sql", {"result": "evidence"},
                           llm_judgement=judged)
-    assert doc["reward_type"] == label and doc["reward"] == (1.0 if label == "complete" else 0.0)
+    assert doc["reward_type"] == label
+    assert doc["reward"] == (1.0 if label == "complete" else 0.0)
     assert doc["llm_judge"]["classification"] == label
 
 

@@ -122,4 +122,5 @@ def test_texts() -> None:
     assert result_text(["404: not found"], is_error=True) == "Error: 404: not found"
     assert timeout_text(30) == "Error: Tool call timed out after 30.0s"
     assert error_text(ValueError("boom")) == "Error: boom"
-    assert unknown_function_text("book") == "Error: Unknown tool 'book'. Only 'list_tools' and 'call_tool' are available."
+    expected = "Error: Unknown tool 'book'. Only 'list_tools' and 'call_tool' are available."
+    assert unknown_function_text("book") == expected

@@ -414,12 +414,15 @@ def test_model_mistakes_and_endpoint_faults_are_handled_and_recorded(images: dic
     steps = doc["trajectory"]
     assert isinstance(steps, list)
     texts = [s["tool_response"]["content"] for s in steps]
-    assert doc["end_reason"] == "max_iterations" and doc["total_iterations"] == 8
+    assert doc["end_reason"] == "max_iterations"
+    assert doc["total_iterations"] == 8
     assert len(json.loads(texts[1])) == 1  # the repaired call ran with limit 1
     assert texts[2] == "Error: Unknown tool ''. Only 'list_tools' and 'call_tool' are available."
     assert texts[3] == "Error: Unknown tool 'search_web'. Only 'list_tools' and 'call_tool' are available."
-    assert texts[4].startswith("Error: ") and "no_such_tool" in texts[4]
-    assert steps[5]["tool_calls"][0]["name"] == "call_tool" and len(json.loads(texts[5])) == 1
+    assert texts[4].startswith("Error: ")
+    assert "no_such_tool" in texts[4]
+    assert steps[5]["tool_calls"][0]["name"] == "call_tool"
+    assert len(json.loads(texts[5])) == 1
     assert [s["is_error"] for s in steps] == [False, False, True, True, True, False, False, False]
     assert doc["tool_errors"] == 3
 
@@ -433,8 +436,10 @@ def test_context_overflow_ends_the_episode_with_its_reason(images: dict[str, str
         _agent("--scenario", "pantrypal_recipe_planner", "--task_id", "0", "--api_url", model.url,
                "--output_dir", str(out))
     doc = _trajectory(out)
-    assert doc["end_reason"] == "context_overflow" and "maximum context length" in str(doc["error"])
-    assert doc["total_iterations"] == 1 and len(doc["trajectory"]) == 1
+    assert doc["end_reason"] == "context_overflow"
+    assert "maximum context length" in str(doc["error"])
+    assert doc["total_iterations"] == 1
+    assert len(doc["trajectory"]) == 1
 
 
 @contextmanager
@@ -486,5 +491,6 @@ def test_a_hanging_tool_gives_the_timeout_text_and_the_episode_goes_on(tmp_path:
     steps = doc["trajectory"]
     assert steps[0]["tool_response"]["content"] == "Error: Tool call timed out after 1.5s"
     assert steps[1]["tool_response"]["content"] == "still here"  # the same session still works
-    assert doc["end_reason"] == "answer" and doc["final_answer"] == "Finished."
+    assert doc["end_reason"] == "answer"
+    assert doc["final_answer"] == "Finished."
     assert not (out / "initial.db").exists()  # a plain MCP server has no AWM control plane

@@ -31,11 +31,16 @@ __all__ = ["cosine", "description_similarity", "lexical_duplicate", "name_overla
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
-    """a an and are as at be by can each for from has have in into is it its of on or that the their
-    them they this to through via was were what when where which who will with within without your you
-    our we all any also both more most other some such than then these those very per own
-    app apps application platform system service services manager management portal online hub
-    tool tools suite pro plus solution solutions software""".split()
+    [
+        "a", "an", "and", "are", "as", "at", "be", "by", "can", "each", "for", "from", "has", "have",
+    "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "their", "them", "they",
+    "this", "to", "through", "via", "was", "were", "what", "when", "where", "which", "who",
+    "will", "with", "within", "without", "your", "you", "our", "we", "all", "any", "also",
+    "both", "more", "most", "other", "some", "such", "than", "then", "these", "those", "very",
+    "per", "own", "app", "apps", "application", "platform", "system", "service", "services",
+    "manager", "management", "portal", "online", "hub", "tool", "tools", "suite", "pro",
+    "plus", "solution", "solutions", "software"
+    ]
 )
 
 

@@ -39,7 +39,9 @@ class AttemptRecord(BaseModel):
 
 def feedback_text(problems: list[str], attempt: int, attempts: int) -> str:
     """The user message that sends a rejected reply's problems back to the model."""
-    shown = [p if len(p) <= _MAX_PROBLEM_CHARS else p[: _MAX_PROBLEM_CHARS - 3] + "..." for p in problems[:_MAX_PROBLEMS]]
+    shown = [
+        p if len(p) <= _MAX_PROBLEM_CHARS else p[: _MAX_PROBLEM_CHARS - 3] + "..." for p in problems[:_MAX_PROBLEMS]
+    ]
     lines = [f"{FEEDBACK_HEADER} (attempt {attempt} of {attempts}). Problems found:"]
     lines += [f"- {p}" for p in shown]
     if len(problems) > len(shown):

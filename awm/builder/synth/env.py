@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from awm.builder.build.smoke import example_arguments
 from awm.builder.catalog.models import ApiSpec
 from awm.builder.catalog.routes import read_routes
 from awm.builder.catalog.seed import build_seed
 from awm.builder.catalog.solutions import ToolCheck
-from awm.builder.build.smoke import example_arguments
 from awm.builder.synth.base import (
     SYSTEM_PROMPT,
     Draft,
@@ -49,7 +49,8 @@ VERSION = 2
 
 def prompt(draft: Draft) -> str:
     """The user message asking for the environment module of one scenario."""
-    assert draft.db_schema is not None and draft.spec is not None
+    assert draft.db_schema is not None
+    assert draft.spec is not None
     spec = json.dumps(draft.spec.model_dump(mode="json"), indent=1, ensure_ascii=False)
     return f"""# {TITLE}
 

@@ -30,7 +30,6 @@ from pydantic import BaseModel, Field
 
 from awm.builder.catalog.loader import load_catalog
 from awm.builder.catalog.models import ScenarioBundle
-from awm.core.naming import normalise
 from awm.builder.synth import db, env, sample, scenario, spec, task, verifier
 from awm.builder.synth.base import STAGES, Event, GenOptions, Stage, StageContext, StageResult, digest
 from awm.builder.synth.llm import LLMClient
@@ -38,6 +37,7 @@ from awm.builder.synth.scenario import Rejected, Scenario, ScenarioList, load_se
 from awm.builder.synth.state import OutputFolder, dataset_files
 from awm.core.errors import AWMError, SynthesisError
 from awm.core.files import atomic_write
+from awm.core.naming import normalise
 
 __all__ = ["STAGE_MODULES", "BuildOutcome", "GenReport", "ScenarioReport", "generate"]
 

@@ -55,7 +55,8 @@ Write the INSERT statements that fill this database with realistic, consistent d
 - INSERT statements only, one row each.
 
 Reply with one JSON object in a ```json fenced block, one entry per table in insertion order:
-{{"tables": [{{"table_name": "users", "reasoning": "what these rows are for", "insert_statements": ["INSERT INTO users (id, ...) VALUES (1, ...)"]}}]}}
+{{"tables": [{{"table_name": "users", "reasoning": "what these rows are for",
+             "insert_statements": ["INSERT INTO users (id, ...) VALUES (1, ...)"]}}]}}
 """
 
 

@@ -42,12 +42,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
-from awm.core.naming import normalise
 from awm.builder.synth.base import SYSTEM_PROMPT, StageContext, digest
 from awm.builder.synth.dedupe import cosine, lexical_duplicate
 from awm.builder.synth.dialogue import AttemptRecord, Dialogue, converse
 from awm.builder.synth.replies import parse_model
 from awm.core.errors import SynthesisError
+from awm.core.naming import normalise
 
 __all__ = ["CLASSIFY_TITLE", "TITLE", "Candidate", "ScenarioBatch", "ScenarioList", "classify_prompt", "load_seeds",
            "prompt", "run"]
@@ -155,7 +155,8 @@ def load_seeds(path: Path) -> list[Candidate]:
                                    category=str(category).strip().lower() if category else None,
                                    suitability_score=float(score) if isinstance(score, (int, float)) else None))
     else:
-        seeds = [Candidate(name=line.strip()) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        lines = (line.strip() for line in text.splitlines() if not line.startswith("#"))
+        seeds = [Candidate(name=line) for line in lines if line]
     if not seeds:
         raise SynthesisError(f"the seed list {path} holds no scenario")
     return seeds

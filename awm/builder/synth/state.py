@@ -157,7 +157,9 @@ class OutputFolder:
         ours = {(self.root / n).resolve() for n in (*DATASET_FILES, SOLUTIONS_FILE)}
         for path in inputs:
             if path.resolve() in ours:
-                raise SynthesisError(f"{path} is an input, and `awm gen` would overwrite it: choose another output folder")
+                raise SynthesisError(
+                    f"{path} is an input, and `awm gen` would overwrite it: choose another output folder"
+                )
 
     # -- scenario list ----------------------------------------------------------------------
 

@@ -67,7 +67,8 @@ def test_gen_env_without_an_engine_probes_in_bubblewrap_and_calls_every_tool(
     assert ctx.probe.startswith("bubblewrap")
     tools = result.output["tools"]  # type: ignore[index]
     served = [r.name for r in read_routes(result.output["code"]).routes if not r.shadowed]  # type: ignore[index]
-    assert sorted(t["tool"] for t in tools) == sorted(set(served)) and len(tools) == 12  # every tool called
+    assert sorted(t["tool"] for t in tools) == sorted(set(served))
+    assert len(tools) == 12
     assert all(t["outcome"] in ("ok", "client_error") for t in tools)
     # the first module's raising tool was found in the sandbox and fed back
     assert server.replied() == ["pantry_pilot_meal_planner-env-1", "pantry_pilot_meal_planner-env-2"]
@@ -134,11 +135,14 @@ def test_a_module_cannot_reach_the_host_network_or_write_outside_its_folder(
     code = MODULE.format(import_time="", port=listener.getsockname()[1], target=str(target))
     runs = [ProbeRun(id=t, calls=[{"tool": t, "arguments": {}}]) for t in ("connect_out", "write_out", "write_tmp")]
     result = BubblewrapProber(timeout_s=60).probe("attack", code, seed, runs, tmp_path / "out")
-    assert result.import_error is None and sorted(result.tools) == ["connect_out", "write_out", "write_tmp"]
+    assert result.import_error is None
+    assert sorted(result.tools) == ["connect_out", "write_out", "write_tmp"]
     calls = {c.tool: c for c in result.calls}
     # its own network namespace: 127.0.0.1 there is not this host's loopback, so nothing listens
-    assert calls["connect_out"].is_error and "ConnectionRefusedError" in (calls["connect_out"].exception or "")
-    assert calls["write_out"].is_error and "No such file or directory" in (calls["write_out"].exception or "")
+    assert calls["connect_out"].is_error
+    assert "ConnectionRefusedError" in (calls["connect_out"].exception or "")
+    assert calls["write_out"].is_error
+    assert "No such file or directory" in (calls["write_out"].exception or "")
     assert not calls["write_tmp"].is_error
     with pytest.raises(BlockingIOError):
         listener.accept()  # nothing reached the host

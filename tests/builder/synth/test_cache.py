@@ -21,7 +21,8 @@ def test_key_ignores_dict_order_and_follows_every_parameter() -> None:
 def test_put_then_get_and_nothing_half_written(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "c")
     key = request_key("chat", REQUEST)
-    assert cache.get(key) is None and cache.count() == 0
+    assert cache.get(key) is None
+    assert cache.count() == 0
     cache.put(key, REQUEST, {"text": "hello"})
     assert cache.get(key) == {"text": "hello"}
     assert cache.count() == 1

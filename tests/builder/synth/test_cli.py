@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from awm.cli import app
 from awm.builder.synth import GenOptions, generate
 from awm.builder.synth.state import OutputFolder
+from awm.cli import app
 from awm.core.errors import SynthesisError
 from tests.builder.synth.conftest import make_llm
 from tests.builder.synth.scripted import FIXTURES, ScriptedLLM
@@ -69,7 +69,8 @@ def test_unknown_only_is_refused(llm_server: ScriptedLLM, tmp_path: Path) -> Non
     assert run(["gen", "scenario", "--seeds", SEEDS, "-n", "2", "-o", out, "--model", "s",
                 "--base-url", llm_server.url, "--no-cache"]).exit_code == 0
     result = run(["gen", "task", "-o", out, "--model", "s", "--only", "nope"])
-    assert result.exit_code == SynthesisError.exit_code and "no scenario nope in the scenario list" in result.output
+    assert result.exit_code == SynthesisError.exit_code
+    assert "no scenario nope in the scenario list" in result.output
 
 
 def test_an_interrupted_run_keeps_what_it_finished(llm_server: ScriptedLLM, tmp_path: Path) -> None:
@@ -88,7 +89,8 @@ def test_an_interrupted_run_keeps_what_it_finished(llm_server: ScriptedLLM, tmp_
     llm_server.clear()
     resumed = generate(out, stages=("scenario", "task", "db"), llm=make_llm(llm_server), seeds=SEEDS,
                        options=GenOptions(scenarios=2, tasks=6, jobs=1))
-    assert resumed.complete and not resumed.failed
+    assert resumed.complete
+    assert not resumed.failed
     assert not any(e.startswith("scenario-") for e in llm_server.replied())
     assert resumed.scenario_stage == "skipped"
 

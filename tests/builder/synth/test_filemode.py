@@ -95,7 +95,8 @@ def test_task_file_to_file(server: ScriptedLLM, tmp_path: Path, untouched: None)
                  "--allowed_scenarios", "PantryPal Recipe Planner", "--num_tasks", "6")
     assert result.exit_code == 0, result.output
     (row,) = rows(out)
-    assert row["scenario"] == "PantryPal Recipe Planner" and len(row["tasks"]) == 6
+    assert row["scenario"] == "PantryPal Recipe Planner"
+    assert len(row["tasks"]) == 6
     assert sorted(tmp_path.iterdir()) == [out]
 
 
@@ -150,7 +151,8 @@ def test_spec_file_to_file(server: ScriptedLLM, tmp_path: Path, untouched: None)
                  "Trailhead Campground Reservations")
     assert result.exit_code == 0, result.output
     (row,) = rows(out)
-    assert row["scenario"] == "trailhead_campground_reservations" and row["api_spec"]["api_groups"]
+    assert row["scenario"] == "trailhead_campground_reservations"
+    assert row["api_spec"]["api_groups"]
 
 
 def test_an_input_is_never_the_output(server: ScriptedLLM, tmp_path: Path) -> None:
@@ -180,7 +182,8 @@ def test_env_file_to_file_calls_every_tool(
                  "PantryPal Recipe Planner")
     assert result.exit_code == 0, result.output
     (row,) = rows(out)
-    assert row["scenario"] == "pantrypal_recipe_planner" and "FastAPI(" in row["full_code"]
+    assert row["scenario"] == "pantrypal_recipe_planner"
+    assert "FastAPI(" in row["full_code"]
     assert server.replied() == ["pantry_pilot_meal_planner-env-1", "pantry_pilot_meal_planner-env-2"]
     assert sorted(tmp_path.iterdir()) == [out]
 
@@ -242,7 +245,8 @@ def test_folder_mode_materialises_the_seed_databases(tmp_path: Path) -> None:
     assert not report.failed
     for row in rows(out / "gen_db.jsonl"):
         path = out / row["db_path"]
-        assert row["db_path"] == f"databases/{row['scenario']}.db" and path.is_file()
+        assert row["db_path"] == f"databases/{row['scenario']}.db"
+        assert path.is_file()
         with sqlite3.connect(path) as conn:
             assert conn.execute("SELECT COUNT(*) FROM users WHERE id = 1").fetchone() == (1,)  # rows, not only tables
     assert f"databases/{rows(out / 'gen_db.jsonl')[0]['scenario']}.db" in report.files_changed

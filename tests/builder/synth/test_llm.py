@@ -40,7 +40,8 @@ def test_chat_counts_tokens_and_replays_from_the_cache(server: ScriptedLLM, tmp_
     llm = make_llm(server, cache=tmp_path / "cache")
     first = llm.chat(HELLO, stage="task", scenario="s1")
     assert (first.text, first.cached, first.finish_reason) == ("Hello!", False, "stop")
-    assert first.prompt_tokens > 0 and first.completion_tokens > 0
+    assert first.prompt_tokens > 0
+    assert first.completion_tokens > 0
     again = make_llm(server, cache=tmp_path / "cache").chat(HELLO, stage="task", scenario="s1")
     assert (again.text, again.cached) == ("Hello!", True)
     assert len(server.chats()) == 1  # the second answer came from disk
@@ -56,7 +57,8 @@ def test_the_sdk_retries_a_429_with_retry_after_and_a_500(server: ScriptedLLM) -
     chats = server.chats()
     assert [r["status"] for r in chats] == [429, 500, 200]
     assert [r["headers"]["x-stainless-retry-count"] for r in chats] == ["0", "1", "2"]  # the SDK's own loop
-    assert llm.usage.as_dict()["db"]["retries"] == 2 and llm.usage.as_dict()["db"]["requests"] == 1
+    assert llm.usage.as_dict()["db"]["retries"] == 2
+    assert llm.usage.as_dict()["db"]["requests"] == 1
 
 
 def test_a_request_past_its_timeout_is_retried(server: ScriptedLLM) -> None:
@@ -88,7 +90,7 @@ def test_retries_run_out(server: ScriptedLLM) -> None:
 
 
 def test_unknown_request_is_not_retried(server: ScriptedLLM) -> None:
-    with pytest.raises(SynthesisError, match="HTTP 400: .*no scripted reply"):
+    with pytest.raises(SynthesisError, match=r"HTTP 400: .*no scripted reply"):
         make_llm(server).chat([{"role": "user", "content": "something else"}], stage="task")
     assert len(server.chats()) == 1
 
@@ -97,7 +99,8 @@ def test_malformed_json_is_retried_with_the_parse_error(server: ScriptedLLM) -> 
     llm = make_llm(server)
     dialogue = Dialogue(llm, system="s", prompt="list tasks", stage="task", scenario="s1", attempts=3)
     tasks = converse(dialogue, lambda t: parse_model(t, TaskList), lambda _v: [])
-    assert tasks is not None and tasks.tasks[1] == "Cancel my stay."
+    assert tasks is not None
+    assert tasks.tasks[1] == "Cancel my stay."
     assert server.replied() == ["tasks-bad", "tasks-good"]
     retry = server.chats()[1]["body"]["messages"]
     assert [m["role"] for m in retry] == ["system", "user", "assistant", "user"]
@@ -118,7 +121,8 @@ def test_attempts_are_bounded(server: ScriptedLLM) -> None:
 def test_embeddings_are_cached(server: ScriptedLLM, tmp_path: Path) -> None:
     llm = make_llm(server, cache=tmp_path, embedding_model="embed")
     vectors = llm.embed(["a cat sat", "a dog ran"])
-    assert len(vectors) == 2 and vectors[0] != vectors[1]
+    assert len(vectors) == 2
+    assert vectors[0] != vectors[1]
     assert make_llm(server, cache=tmp_path, embedding_model="embed").embed(["a cat sat", "a dog ran"]) == vectors
     assert len(server.requests) == 1
     assert json.loads(json.dumps(server.requests[0]["body"]))["input"] == ["a cat sat", "a dog ran"]
@@ -129,7 +133,8 @@ def test_embeddings_from_their_own_endpoint(server: ScriptedLLM) -> None:
     try:
         llm = make_llm(server, embedding_model="embed", embedding_base_url=other.url)
         assert len(llm.embed(["a"])) == 1
-        assert len(other.requests) == 1 and server.requests == []
+        assert len(other.requests) == 1
+        assert server.requests == []
     finally:
         other.stop()
 
@@ -199,7 +204,8 @@ def test_the_original_embedding_variables_select_a_separate_endpoint_and_key(
         assert len(llm.embed(["a cat", "a dog"])) == 2
         assert llm.chat(HELLO, stage="task").text == "Hello!"
         (embedding,) = embedder.requests
-        assert embedding["path"] == "/v1/embeddings" and embedding["headers"]["authorization"] == "Bearer embedding-key"
+        assert embedding["path"] == "/v1/embeddings"
+        assert embedding["headers"]["authorization"] == "Bearer embedding-key"
         assert embedding["body"]["model"] == "text-embedding-3-small"  # the default with only a key and URL set
         assert [r["path"] for r in server.requests] == ["/v1/chat/completions"]
         assert server.requests[0]["headers"]["authorization"] == "Bearer chat-key"
@@ -212,7 +218,8 @@ def test_a_reasoning_model_by_name_gets_max_completion_tokens_and_temperature_1(
     llm = make_llm(server, model="gpt-5-mini", max_tokens=2000)
     assert llm.chat(HELLO, stage="task").text == "Hello!"
     (request,) = server.chats()
-    assert request["body"]["max_completion_tokens"] == 2000 and "max_tokens" not in request["body"]
+    assert request["body"]["max_completion_tokens"] == 2000
+    assert "max_tokens" not in request["body"]
     assert request["body"]["temperature"] == 1
 
 

@@ -9,6 +9,7 @@ cache); a run killed mid-way resumes with only the remaining work.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,14 +26,14 @@ import pytest
 from typer.testing import CliRunner
 
 from awm.builder.catalog.loader import load_catalog
-from awm.cli import app
 from awm.builder.catalog.solutions import load_solutions
 from awm.builder.synth.cache import request_key
 from awm.builder.synth.dialogue import FEEDBACK_HEADER
 from awm.builder.synth.probe import PROBE_ROLE
+from awm.cli import app
+from awm.core.labels import LABEL_OWNER
 from awm.runtime.base import StartOptions
 from awm.runtime.docker_backend import DockerBackend
-from awm.core.labels import LABEL_OWNER
 from tests.builder.synth.scripted import FIXTURES, SCENARIOS, ScriptedLLM
 
 pytestmark = pytest.mark.docker
@@ -82,19 +83,19 @@ def first(server: ScriptedLLM, docker_client: docker.DockerClient,
     for sid in SCENARIOS:
         for image in docker_client.images.list(name=f"awm/{sid}"):
             for tag in image.tags:
-                try:
+                with contextlib.suppress(docker.errors.NotFound):  # its other tag took it already
                     docker_client.images.remove(tag, noprune=False)
-                except docker.errors.NotFound:  # its other tag took it already
-                    pass
 
 
 def test_gen_all_writes_a_dataset_the_catalog_loads_without_problems(first: dict[str, Any]) -> None:
     catalog = load_catalog(first["out"])
-    assert sorted(catalog.bundles) == sorted(SCENARIOS) and catalog.excluded == {}
+    assert sorted(catalog.bundles) == sorted(SCENARIOS)
+    assert catalog.excluded == {}
     assert catalog.all_problems() == []
     for sid in SCENARIOS:
         bundle = catalog.bundles[sid]
-        assert len(bundle.tasks) == 6 and len(bundle.tools) == 12
+        assert len(bundle.tasks) == 6
+        assert len(bundle.tools) == 12
         assert sorted(bundle.verifiers["code"]) == sorted(bundle.verifiers["sql"]) == list(range(6))
     solutions = load_solutions(first["out"])
     assert {sid: sorted(s) for sid, s in solutions.items()} == {sid: list(range(6)) for sid in SCENARIOS}
@@ -131,10 +132,12 @@ def test_every_tool_was_called_and_recorded(first: dict[str, Any]) -> None:
     for sid in SCENARIOS:
         state = json.loads((first["out"] / ".awm-gen" / "scenarios" / sid / "env.json").read_text())
         tools = {t["tool"]: t["outcome"] for t in state["output"]["tools"]}
-        assert len(tools) == 12 and set(tools.values()) <= {"ok", "client_error"}, tools
+        assert len(tools) == 12, tools
+        assert set(tools.values()) <= {"ok", "client_error"}, tools
     report = json.loads((first["out"] / ".awm-gen" / "report.json").read_text())
     pantry = next(s for s in report["scenarios"] if s["id"] == PANTRY)
-    assert pantry["tools"]["list_recipes"] == "ok" and pantry["flagged_tasks"] == []
+    assert pantry["tools"]["list_recipes"] == "ok"
+    assert pantry["flagged_tasks"] == []
 
 
 def test_awm_build_makes_images_whose_verifiers_grade_the_reference_solutions(
@@ -206,11 +209,13 @@ def test_a_killed_run_resumes_with_the_remaining_work_only(
     killed_requests = list(server.requests)
     state = out / ".awm-gen" / "scenarios"
     done_at_kill = {(p.parent.name, p.stem) for p in state.glob("*/*.json") if not p.name.endswith(".failed.json")}
-    assert {(PANTRY, "task"), (PANTRY, "db")} <= done_at_kill and (CAMP, "verifier") not in done_at_kill
+    assert {(PANTRY, "task"), (PANTRY, "db")} <= done_at_kill
+    assert (CAMP, "verifier") not in done_at_kill
     paid = {p.stem for p in cache.glob("*/*.json")}
     # what the cache holds is exactly what the killed run was answered (keys are the requests)
     answered = {request_key("chat", r["body"]) for r in killed_requests if r["status"] == 200}
-    assert paid <= answered and len(answered - paid) <= 4  # at most those in flight at the kill
+    assert paid <= answered
+    assert len(answered - paid) <= 4
 
     server.clear()
     invoke(gen_args(server, out, cache))

@@ -87,13 +87,16 @@ def test_probe_calls_each_tool_and_records_exceptions(tmp_path: Path) -> None:
     assert len(json.loads(calls[5]["text"])) == 2
     assert [line["db"] for line in lines if line["kind"] == "run"] == ["b.db", "c.db"]
     kept = sqlite3.connect(tmp_path / "out" / "b.db")
-    assert kept.execute("SELECT body FROM notes ORDER BY id").fetchall() == [("first note",), ("zero owner",), ("third",)]
+    rows = kept.execute("SELECT body FROM notes ORDER BY id").fetchall()
+    assert rows == [("first note",), ("zero owner",), ("third",)]
     kept.close()
 
 
 def test_probe_reports_an_import_error(tmp_path: Path) -> None:
-    lines = probe_on_host(tmp_path, MODULE.replace("app = FastAPI", "raise RuntimeError('no config')\napp = FastAPI"), RUNS)
-    assert len(lines) == 1 and lines[0]["kind"] == "import_error"
+    broken = MODULE.replace("app = FastAPI", "raise RuntimeError('no config')\napp = FastAPI")
+    lines = probe_on_host(tmp_path, broken, RUNS)
+    assert len(lines) == 1
+    assert lines[0]["kind"] == "import_error"
     assert "environment module failed on import: RuntimeError: no config" in lines[0]["error"]
 
 
@@ -103,11 +106,14 @@ def test_docker_prober_runs_the_module_in_a_sealed_container(
 ) -> None:
     runs = [ProbeRun.model_validate(r) for r in RUNS]
     result = prober.probe("probe_test", RAISES, seed(tmp_path / "seed.db"), runs, tmp_path / "dbs")
-    assert result.error is None and result.import_error is None and result.exit_code == 0
+    assert result.error is None
+    assert result.import_error is None
+    assert result.exit_code == 0
     assert result.tools == ["list_notes", "create_note", "get_note"]
     assert [c.status_code for c in result.calls_of("a")] == [None, 500, None]
     assert (result.calls_of("a")[1].exception or "").startswith("ZeroDivisionError: division by zero")
-    assert sorted(result.dbs) == ["b", "c"] and result.dbs["b"].parent == tmp_path / "dbs"
+    assert sorted(result.dbs) == ["b", "c"]
+    assert result.dbs["b"].parent == tmp_path / "dbs"
     # nothing left behind, and what ran was labelled as this run's probe
     left = docker_client.containers.list(all=True, filters={"label": [f"awm.role={PROBE_ROLE}",
                                                                       f"awm.run-id={prober.run_id}"]})
@@ -123,7 +129,8 @@ def test_docker_prober_has_no_network_and_bounds_time(prober: DockerProber, tmp_
         "except OSError as exc:\n    NET = type(exc).__name__\nraise RuntimeError('network: ' + NET)\napp = FastAPI",
     )
     result = prober.probe("probe_test", snoop, seed(tmp_path / "seed.db"), [], tmp_path / "dbs")
-    assert result.import_error is not None and "RuntimeError: network: OSError" in result.import_error
+    assert result.import_error is not None
+    assert "RuntimeError: network: OSError" in result.import_error
     quick = DockerProber(prober.client, image=prober.image, timeout_s=3, run_id=prober.run_id)
     hang = MODULE.replace("app = FastAPI", "import time\ntime.sleep(60)\napp = FastAPI")
     result = quick.probe("probe_test", hang, seed(tmp_path / "seed2.db"), [], tmp_path / "dbs")

@@ -15,7 +15,8 @@ DRAFT = Draft(id="shop", name="Shop", description="A shop.", tasks=["Find the ch
 def test_task_rules() -> None:
     text = task.prompt(DRAFT, 3)
     assert "is a single sentence" in text
-    assert "never logging in, signing up" in text and "never\n  about the user interface" in text
+    assert "never logging in, signing up" in text
+    assert "never\n  about the user interface" in text
     problems = task.check(TaskList(tasks=["Log in to my account and show my last order, please.",
                                           "Register an account for my sister Jane Doe with jane@example.org.",
                                           "Cancel my order of March 3, 2025 for the blue teapot."]), 3)

@@ -35,10 +35,13 @@ def test_fixture_reply_parses_as_its_stage_expects(entry: dict[str, Any]) -> Non
         return
     value = parse(entry["reply"])
     if entry["stage"] == "verifier":
-        assert "def verify_task_completion(" in value.code and "def verify_task(" in (value.sql or "")
-        assert value.calls and all(set(c) == {"tool", "arguments"} for c in value.calls)
+        assert "def verify_task_completion(" in value.code
+        assert "def verify_task(" in (value.sql or "")
+        assert value.calls
+        assert all(set(c) == {"tool", "arguments"} for c in value.calls)
     elif entry["stage"] == "env":
-        assert value.startswith("import os") and "app = FastAPI(" in value
+        assert value.startswith("import os")
+        assert "app = FastAPI(" in value
     elif entry["stage"] == "task":
         assert len(value.tasks) == 6
 
@@ -50,7 +53,8 @@ def test_every_fault_is_followed_by_the_reply_its_feedback_gets() -> None:
     ])
     for fault in faults:
         fixes = [e for e in ENTRIES if e["match"] == fault["match"] and e["feedback"]]
-        assert len(fixes) == 1 and fixes[0]["fault"] is None, fault["id"]
+        assert len(fixes) == 1, fault["id"]
+        assert fixes[0]["fault"] is None, fault["id"]
 
 
 @pytest.mark.parametrize(

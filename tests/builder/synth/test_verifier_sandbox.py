@@ -34,7 +34,8 @@ def test_generated_verifiers_never_run_on_the_host(prober: DockerProber, tmp_pat
     planted = []
     for entry in entries:
         if entry["id"].startswith(f"{CAMP}-verifier-0-"):
-            assert CODE_DEF in entry["reply"] and SQL_DEF in entry["reply"]
+            assert CODE_DEF in entry["reply"]
+            assert SQL_DEF in entry["reply"]
             entry["reply"] = (entry["reply"].replace(CODE_DEF, CODE_DEF + _plant(canary, "code"), 1)
                               .replace(SQL_DEF, SQL_DEF + _plant(canary, "sql"), 1))
             planted.append(entry["id"])
@@ -52,5 +53,6 @@ def test_generated_verifiers_never_run_on_the_host(prober: DockerProber, tmp_pat
     assert f"{CAMP}-verifier-0-1" in server.replied()
     # The planted verifiers ran (in the container) and graded task 0 as before: accepted.
     state = OutputFolder(out).load_stage(CAMP, "verifier")
-    assert state is not None and state.status == "done", state
+    assert state is not None
+    assert state.status == "done", state
     assert "0" in json.loads(json.dumps(state.output))["tasks"]
