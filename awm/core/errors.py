@@ -5,7 +5,7 @@
     │   └── InvalidURL               not an http(s) URL with a host
     ├── DatasetError              3  the dataset folder cannot be read at all (missing, a file, empty)
     │   ├── ScenarioNotFound         no such scenario in the dataset or catalog
-    │   └── SeedError                a seed statement failed in strict mode
+    │   └── SeedError                a seed could not be built (a limit stopped it, or --strict)
     ├── BuildError                4  building images failed as a whole
     │   └── ImageBuildError          building one image (or the base image) failed
     ├── EngineError               5  the Docker engine (or cluster) refused or failed a request
