@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -22,6 +23,17 @@ log = logging.getLogger("awm")
 _lock = threading.Lock()
 _live: dict[str, Callable[[], None]] = {}  # env id -> how to remove it
 _installed = False
+
+
+def _forget_in_child() -> None:
+    # A forked child inherits the registry but owns none of those environments: left as it is,
+    # the child's exit would remove its parent's environments.
+    global _lock
+    _lock = threading.Lock()  # the parent may have held it while forking
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def track(env_id: str, remove: Callable[[], None]) -> None:
