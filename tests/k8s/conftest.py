@@ -22,10 +22,11 @@ CRDS = ROOT.parent / "shared" / "vendor" / "agent-sandbox" / "crds"
 
 
 class _Server(BaseHTTPRequestHandler):
-    """Answers every control route with {"status": "ok"}: the unit tests' environment server."""
+    """Answers the control routes as a healthy server would: the unit tests' environment server."""
 
     def _ok(self) -> None:
-        body = json.dumps({"status": "ok"}).encode()
+        answer = {"ok": True, "resets": 1, "duration_ms": 0.1} if self.path == "/_awm/reset" else {"status": "ok"}
+        body = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
