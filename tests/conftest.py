@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -49,3 +51,18 @@ def own_images(docker_client: docker.DockerClient) -> Iterator[Callable[[str], s
     yield register
     for prefix in prefixes:
         remove_scenario_images(docker_client, prefix)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Outcomes per test folder, so a folder that silently stops running shows in the log."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            folder = str(Path(report.nodeid.split("::")[0]).parent)
+            counts[folder][outcome] += 1
+    if not counts:
+        return
+    terminalreporter.section("tests per folder")
+    for folder in sorted(counts):
+        line = " ".join(f"{outcome}={n}" for outcome, n in sorted(counts[folder].items()))
+        terminalreporter.write_line(f"{folder:<32} {line}")
