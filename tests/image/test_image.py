@@ -236,8 +236,8 @@ def test_control_token_guards_control_plane(
     assert not any(t.name.startswith("_awm") or "awm" in t.name for t in env.client.list_tools())
 
 
-def test_mcp_is_stateless(example_images: dict[str, BuildResult], start_env: Callable[..., Env]) -> None:
-    env = start_env(example_images["acme_helpdesk_support_tickets"].tag)
+def test_mcp_sessions_are_bounded(example_images: dict[str, BuildResult], start_env: Callable[..., Env]) -> None:
+    env = start_env(example_images["acme_helpdesk_support_tickets"].tag, env={"AWM_MCP_MAX_SESSIONS": "2"})
     init = {
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-03-26", "capabilities": {},
@@ -245,7 +245,9 @@ def test_mcp_is_stateless(example_images: dict[str, BuildResult], start_env: Cal
     }
     headers = {"Accept": "application/json, text/event-stream"}
     with httpx.Client() as http:
-        for _ in range(3):
+        for _ in range(5):  # clients that never end their sessions
             reply = http.post(env.mcp_url, json=init, headers=headers)
             assert reply.status_code == 200
-            assert "mcp-session-id" not in reply.headers  # nothing kept per client
+            assert reply.headers["mcp-session-id"]
+        info = http.get(f"{env.base_url}/_awm/info", headers={"Authorization": f"Bearer {env.token}"}).json()
+        assert info["awm.runtime"]["mcp_sessions"] == 2  # the cap: the oldest made room

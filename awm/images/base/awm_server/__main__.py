@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -81,10 +82,8 @@ def _release_startup_memory() -> None:
     """Hand the heap that imports and schema building freed back to the OS (idle RSS)."""
     gc.collect()
     gc.freeze()  # what start-up built lives as long as the process: keep it out of GC passes
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,20 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from awm_server.app import create_app
-    from awm_server.envmodule import ModuleImportError
     from awm_server.environment import Environment
+    from awm_server.envmodule import ModuleImportError
+    from awm_server.slots import load_slots
 
     if command == "serve" and os.environ.get("AWM_AWAIT_SEAL") == "1" and not _await_seal():
         return _fail("no SIGUSR1 within 60s: the runtime did not confirm the network guard", 4)
 
     if command == "check":
-        settings = replace(settings, work_dir=Path(tempfile.mkdtemp(prefix="awm-check-")))
+        settings = replace(settings, work_dir=Path(tempfile.mkdtemp(prefix="awm-check-")), slots=1)
     scrub_control_env()  # the module gets DATABASE_PATH, never the control variables
     try:
-        env = Environment(settings)
+        slots = load_slots(settings) if command == "serve" else [Environment(settings)]
     except ModuleImportError as exc:
         return _fail(str(exc))
     if command == "check":
+        env = slots[0]
         listed = {"scenario": env.scenario, "tools": [t.name for t in env.mcp.tools]}
         if check_key is None:
             print(json.dumps(listed))
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             write_result(check_key, listed)
         return 0
 
-    app = create_app(env)
+    app = create_app(slots)
     _release_startup_memory()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
                 access_log=False, timeout_graceful_shutdown=2)

@@ -9,6 +9,10 @@
     /_awm/snapshot    GET  a consistent copy of the working database
     /...              every other path goes to the environment app, as in the original
 
+With AWM_SLOTS=N > 1 (`awm_server.slots`), slot k answers the same paths under `/e/<k>/`
+(`/e/<k>/mcp`, `/e/<k>/_awm/reset`, ..., and its app's own routes); the unprefixed paths
+are slot 0.
+
 The control plane is not part of the app's OpenAPI document, so it never becomes a tool. When a
 control token is configured (the server keeps only its SHA-256), every control route but health
 needs `Authorization: Bearer <token>`; without one the control plane is open, and /_awm/info
@@ -26,25 +30,29 @@ import errno
 import hmac
 import json
 import os
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from awm_server.environment import Environment
 from awm_server.gate import DrainTimeout
 from awm_server.settings import hash_token
+from awm_server.slots import slot_prefix
 
 __all__ = ["BodyLimit", "JsonDepthGuard", "JsonTooDeep", "create_app", "parse_json"]
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+_CONTROL_PATH = re.compile(r"(/e/[0-9]+)?/_awm/")
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -96,7 +104,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        control = path.startswith("/_awm/")
+        control = _CONTROL_PATH.match(path) is not None
         limit = self.control_bytes if control else self.other_bytes
         setting = "AWM_MAX_BODY_BYTES" if control else "AWM_MCP_MAX_BODY_BYTES"
         too_large = _error(413, f"request body larger than {limit} bytes for {path} ({setting})", limit=limit)
@@ -181,7 +189,8 @@ class JsonDepthGuard:
         await self.app(scope, replay, send)
 
 
-def create_app(env: Environment) -> Starlette:
+def _slot_routes(env: Environment) -> list[BaseRoute]:
+    """The control plane and /mcp of one slot (the app's own routes are mounted after them)."""
     token_sha256 = env.settings.control_token_sha256
     max_depth = env.settings.max_json_depth
 
@@ -196,8 +205,10 @@ def create_app(env: Environment) -> Starlette:
 
         return check
 
+    slot = {"slot": env.slot} if env.settings.slots > 1 else {}
+
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "scenario": env.scenario})
+        return JSONResponse({"status": "ok", "scenario": env.scenario, **slot})
 
     async def info(request: Request) -> Response:
         return JSONResponse(env.info())
@@ -258,25 +269,36 @@ def create_app(env: Environment) -> Starlette:
             background=BackgroundTask(copy.close),
         )
 
+    return [
+        Route("/_awm/health", health, methods=["GET"]),
+        Route("/_awm/info", guarded(info), methods=["GET"]),
+        Route("/_awm/tasks", guarded(tasks), methods=["GET"]),
+        Route("/_awm/reset", guarded(reset), methods=["POST"]),
+        Route("/_awm/verify", guarded(verify), methods=["POST"]),
+        Route("/_awm/snapshot", guarded(snapshot), methods=["GET"]),
+        Route("/mcp", JsonDepthGuard(env.mcp, max_depth=env.settings.mcp_max_json_depth),
+              methods=["GET", "POST", "DELETE"]),
+    ]
+
+
+def create_app(slots: Environment | Sequence[Environment]) -> Starlette:
+    """The server of one environment, or of several slots (slot 0 first, at the unprefixed paths)."""
+    envs = [slots] if isinstance(slots, Environment) else list(slots)
+    first = envs[0]
+    prefixed: list[BaseRoute] = [
+        Mount(slot_prefix(env.slot), routes=[*_slot_routes(env), Mount("/", app=env.gated_app)])
+        for env in envs
+    ] if len(envs) > 1 else []
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with env.env.app.router.lifespan_context(env.env.app), env.mcp.running():
+        async with AsyncExitStack() as stack:
+            for env in envs:
+                await stack.enter_async_context(env.env.app.router.lifespan_context(env.env.app))
+                await stack.enter_async_context(env.mcp.running())
             yield
 
-    app = Starlette(
-        routes=[
-            Route("/_awm/health", health, methods=["GET"]),
-            Route("/_awm/info", guarded(info), methods=["GET"]),
-            Route("/_awm/tasks", guarded(tasks), methods=["GET"]),
-            Route("/_awm/reset", guarded(reset), methods=["POST"]),
-            Route("/_awm/verify", guarded(verify), methods=["POST"]),
-            Route("/_awm/snapshot", guarded(snapshot), methods=["GET"]),
-            Route("/mcp", JsonDepthGuard(env.mcp, max_depth=env.settings.mcp_max_json_depth),
-                  methods=["GET", "POST", "DELETE"]),
-            Mount("/", app=env.gated_app),
-        ],
-        lifespan=lifespan,
-    )
-    app.add_middleware(BodyLimit, control_bytes=env.settings.max_body_bytes,
-                       other_bytes=env.settings.mcp_max_body_bytes)
+    app = Starlette(routes=[*_slot_routes(first), *prefixed, Mount("/", app=first.gated_app)], lifespan=lifespan)
+    app.add_middleware(BodyLimit, control_bytes=first.settings.max_body_bytes,
+                       other_bytes=first.settings.mcp_max_body_bytes)
     return app

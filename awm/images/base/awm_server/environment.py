@@ -31,7 +31,7 @@ from awm_server.contract import (
     VerifyResult,
 )
 from awm_server.database import WorkingDatabase
-from awm_server.envmodule import EnvModule, load_env_module
+from awm_server.envmodule import MODULE_NAME, EnvModule, load_env_module
 from awm_server.gate import Gate
 from awm_server.mcp_bridge import McpBridge
 from awm_server.sandbox import Limits, grade, run_verifier
@@ -135,22 +135,41 @@ class _GatedApp:
 
 
 class Environment:
-    def __init__(self, settings: Settings) -> None:
+    """One episode's environment: a working database, the module imported for it, its gate and MCP.
+
+    A container serves `settings.slots` of them (see `awm_server.slots`); `slot` is this one's
+    index. With one slot the paths are the historical ones (`work_dir/env.db`, module
+    `awm_env`); slot k of several works in `work_dir/e<k>/` with the module `awm_env_e<k>`.
+    Slots share the scenario's read-only files and the verifier limiter (`files`, `verifiers`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        slot: int = 0,
+        files: ScenarioFiles | None = None,
+        verifiers: anyio.CapacityLimiter | None = None,
+    ) -> None:
         self.settings = settings
-        self.files = ScenarioFiles(settings.scenario_dir)
-        self.db = WorkingDatabase(self.files.seed, settings.work_dir / "env.db")
+        self.slot = slot
+        self.files = files if files is not None else ScenarioFiles(settings.scenario_dir)
+        self.work_dir = settings.work_dir if settings.slots == 1 else settings.work_dir / f"e{slot}"
+        self.db = WorkingDatabase(self.files.seed, self.work_dir / "env.db")
         self.db.prepare()
-        self.env: EnvModule = load_env_module(self.files.module, self.db.url, self.files.scenario)
+        module_name = MODULE_NAME if settings.slots == 1 else f"{MODULE_NAME}_e{slot}"
+        self.env: EnvModule = load_env_module(self.files.module, self.db.url, self.files.scenario, module_name)
         self.gate = Gate()
         self.gated_app = _GatedApp(self.env.app, self.gate)
-        self.mcp = McpBridge(self.env.app, self.gated_app, tool_timeout_s=settings.tool_timeout_s)
+        self.mcp = McpBridge(self.env.app, self.gated_app, tool_timeout_s=settings.tool_timeout_s,
+                             max_sessions=settings.mcp_max_sessions, session_idle_s=settings.mcp_session_idle_s)
         self.started = time.time()
         self.landlock_abi = landlock.abi_version()
         self.sandbox_missing = landlock.missing(self.landlock_abi)
-        if self.sandbox_missing:
+        if self.sandbox_missing and slot == 0:
             _log.warning("awm-server: warning: scenario %r: this kernel's Landlock ABI is %d, so verifiers "
                          "run without: %s", self.scenario, self.landlock_abi, "; ".join(self.sandbox_missing))
-        self._verifiers = anyio.CapacityLimiter(settings.verify_concurrency)
+        self._verifiers = verifiers if verifiers is not None else anyio.CapacityLimiter(settings.verify_concurrency)
         self._in_use: set[Path] = set()  # scratch entries of verifies in flight: kept on reset
 
     @property
@@ -208,14 +227,15 @@ class Environment:
     def clear_scratch(self) -> None:
         """Remove what verifiers or the app left in the scratch area.
 
-        The scratch area is `scratch_dir` (the container's /tmp) with the working folder's
-        other files: everything but the working database (and its journals) and the folders
-        of verifies in flight.
+        The scratch area is this slot's working folder with, when the container has one slot,
+        `scratch_dir` (the container's /tmp): everything but the working database (and its
+        journals) and the folders of verifies in flight. With several slots /tmp is shared by
+        episodes in flight, so a slot's reset clears only its own folder.
         """
-        work = self.settings.work_dir
+        work = self.work_dir
         keep = {*self._in_use, self.db.work}
-        areas = [work] + ([self.settings.scratch_dir] if self.settings.scratch_dir else [])
-        for area in areas:
+        shared = [self.settings.scratch_dir] if self.settings.scratch_dir and self.settings.slots == 1 else []
+        for area in [work, *shared]:
             if not area.is_dir():
                 continue
             for entry in area.iterdir():
@@ -235,6 +255,8 @@ class Environment:
                 "uptime_s": round(time.time() - self.started, 3),
                 "resets": self.db.resets,
                 "in_flight": self.gate.in_flight,
+                "mcp_sessions": self.mcp.session_count,
+                **({"slot": self.slot, "slots": self.settings.slots} if self.settings.slots > 1 else {}),
                 "tool_timeout_s": self.settings.tool_timeout_s,
                 "verify_timeout_s": self.settings.verifier.timeout_s,
                 "control_token": self.settings.control_token_sha256 is not None,

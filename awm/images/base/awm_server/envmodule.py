@@ -40,8 +40,8 @@ class EnvModule:
             engine.dispose()
 
 
-def load_env_module(path: Path, database_url: str, scenario: str) -> EnvModule:
-    """Import the module at `path` with DATABASE_PATH set, and return it with its app.
+def load_env_module(path: Path, database_url: str, scenario: str, module_name: str = MODULE_NAME) -> EnvModule:
+    """Import the module at `path` as `module_name` with DATABASE_PATH set; return it with its app.
 
     Raises:
         ModuleImportError: naming the scenario and the exception, with the traceback's tail.
@@ -49,15 +49,15 @@ def load_env_module(path: Path, database_url: str, scenario: str) -> EnvModule:
     from fastapi import FastAPI
 
     os.environ["DATABASE_PATH"] = database_url
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ModuleImportError(f"scenario {scenario!r}: cannot load {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[MODULE_NAME] = module  # pydantic resolves the module's annotations through it
+    sys.modules[module_name] = module  # pydantic resolves the module's annotations through it
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:  # SystemExit included: a module must not end the server
-        sys.modules.pop(MODULE_NAME, None)
+        sys.modules.pop(module_name, None)
         tail = "".join(traceback.format_exception(exc)[-6:]).rstrip()
         raise ModuleImportError(
             f"scenario {scenario!r}: environment module failed on import: "

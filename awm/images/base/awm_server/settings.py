@@ -16,7 +16,9 @@ from pathlib import Path
 
 from awm_server.sandbox import Limits
 
-__all__ = ["Settings", "hash_token", "scrub_control_env"]
+__all__ = ["MAX_SLOTS", "Settings", "hash_token", "scrub_control_env"]
+
+MAX_SLOTS = 256
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -52,6 +54,13 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _bounded(name: str, default: int, low: int, high: int) -> int:
+    value = _int(name, default)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     scenario_dir: Path = Path("/opt/awm/scenario")  # read-only: module, seed.db, tasks, verifiers
@@ -66,6 +75,9 @@ class Settings:
     mcp_max_json_depth: int = 64  # nesting of an MCP message (tool arguments included)
     verify_concurrency: int = 2  # verifiers running at once; more wait their turn
     tool_timeout_s: float = 30.0  # one tool call through /mcp
+    slots: int = 1  # independent episodes served at once (see awm_server.slots)
+    mcp_max_sessions: int = 16  # kept MCP sessions per slot; the longest-idle one makes room
+    mcp_session_idle_s: float = 600.0  # a kept MCP session unused this long is closed
     reset_drain_timeout_s: float = 10.0  # how long a reset waits for requests in flight
     verifier: Limits = field(default_factory=Limits)
 
@@ -84,6 +96,9 @@ class Settings:
             mcp_max_json_depth=_int("AWM_MCP_MAX_JSON_DEPTH", 64),
             verify_concurrency=max(1, _int("AWM_VERIFY_CONCURRENCY", 2)),
             tool_timeout_s=_float("AWM_TOOL_TIMEOUT", 30.0),
+            slots=_bounded("AWM_SLOTS", 1, 1, MAX_SLOTS),
+            mcp_max_sessions=_bounded("AWM_MCP_MAX_SESSIONS", 16, 1, 4096),
+            mcp_session_idle_s=max(1.0, _float("AWM_MCP_SESSION_IDLE_S", 600.0)),
             reset_drain_timeout_s=_float("AWM_RESET_DRAIN_TIMEOUT", 10.0),
             verifier=Limits(
                 timeout_s=_float("AWM_VERIFY_TIMEOUT", 30.0),
