@@ -4,11 +4,11 @@
 
 On one environment, a read tool with fixed arguments is called
   * through `/mcp`: one MCP session (`AsyncEnvClient.mcp_session()`, mcp 1.26 streamable HTTP
-    client; the server is stateless, so every call is one POST), `session.call_tool`;
+    client; the server keeps the session, so every call is one POST to it), `session.call_tool`;
   * straight to the FastAPI route: httpx to base_url + the path that
     `awm.builder.catalog.solutions.request_for` maps the call to (e.g. GET /recipes/8), keep-alive;
-  * as one JSON-RPC `tools/call` POSTed to `/mcp` with plain httpx (no MCP client library),
-    which splits the MCP overhead into the server's part and the client library's part;
+  * as one JSON-RPC `tools/call` POSTed to `/mcp` with plain httpx (no MCP client library, no
+    session: served statelessly), which bounds the server's part of the MCP overhead;
   * and, as the floor of the transport, `GET /_awm/health` (no app code, no database).
 Calls alternate in blocks of 10 after a warm-up (which also fills the MCP client's cache of
 output schemas: its first `call_tool` runs a `tools/list` first). Both clients live on one
@@ -171,7 +171,7 @@ def main() -> int:
             for isolation, label in isolations:
                 rows = [
                     variant(f"{tool} via /mcp, one session [{label}]", samples[label, "mcp"], what=WHAT,
-                            target=TARGET, notes="session.call_tool; stateless streamable HTTP, one POST per call"),
+                            target=TARGET, notes="session.call_tool; a kept MCP session, one POST per call"),
                     variant(f"{tool}: raw JSON-RPC POST /mcp, no MCP client [{label}]", samples[label, "raw"],
                             what=WHAT, role="context", notes="one tools/call POSTed with httpx: server-side MCP cost"),
                     variant(f"{tool} straight to the route over HTTP [{label}]", samples[label, "http"],

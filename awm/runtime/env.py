@@ -65,6 +65,23 @@ class Env:
         self.client = EnvClient(base_url, token=token, timeout_s=request_timeout_s)
         self._request_timeout_s = request_timeout_s
         self._aclient: AsyncEnvClient | None = None
+        self.slot: int | None = None  # k for a handle on slot k (see `slot_handle`)
+        self.container: Env = self  # the environment whose container this handle is in
+
+    def slot_handle(self, slot: int) -> Env:
+        """A handle on episode slot `slot` of this environment (started with `AWM_SLOTS` > slot).
+
+        Its `mcp_url` and control plane are the slot's (`<base_url>/e/<slot>/...`): reset,
+        verify and snapshot act on that slot alone. The container is shared: `container` is
+        this handle, and `stop()` on a slot handle ends only the handle, not the container.
+        """
+        handle = Env(backend=self.backend, env_id=self.id, name=f"{self.name}/e/{slot}", image=self.image,
+                     scenario=self.scenario, base_url=f"{self.base_url}/e/{slot}", token=self.token,
+                     request_timeout_s=self._request_timeout_s, isolation=self.isolation,
+                     protections=self.protections)
+        handle.slot = slot
+        handle.container = self
+        return handle
 
     def __repr__(self) -> str:
         return f"Env({self.name!r}, image={self.image!r}, state={self.state.value})"
@@ -131,12 +148,13 @@ class Env:
         return self.backend.logs(self.id, tail)
 
     def stop(self) -> None:
-        """Remove the environment. Idempotent."""
+        """Remove the environment (a slot handle: end the handle only). Idempotent."""
         if self.state is EnvState.STOPPED:
             return
         self.state = EnvState.STOPPED
         self.client.close()
-        self.backend.stop(self.id)
+        if self.container is self:
+            self.backend.stop(self.id)
 
     def __enter__(self) -> Self:
         return self

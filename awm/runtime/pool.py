@@ -11,6 +11,16 @@ The pool keeps a target number of environments per image. `acquire` hands out an
 when the reset fails (crashed, killed, hung), throws it away and starts a replacement.
 Teardown runs on background threads, off the caller's path; starts are bounded by
 `max_concurrent_starts`. `AsyncEnvPool` is the same pool for asyncio code.
+
+Dense episodes: with `slots=N` every container is started with `AWM_SLOTS=N` and serves N
+episodes, and the pool hands out one `Env` per slot (`Env.slot_handle`: the slot's own
+`mcp_url`, reset, verify and snapshot); `size` still counts episodes, so a pool of 32 with
+`slots=4` runs 8 containers. A slot is reset alone when it is released. A container is shared
+by its slots: found dead, all its slots leave the pool at once (leased ones raise
+`EnvUnavailable` naming the container's state) and a replacement starts. A slot whose reset
+fails while its container lives (a hung request) retires the container: its other episodes
+finish undisturbed, it takes no new leases, a replacement starts, and it is removed when its
+last leased slot comes back.
 """
 
 from __future__ import annotations
@@ -24,14 +34,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
+from awm.core.errors import AWMError, EnvStartTimeout
 from awm.runtime.base import Backend, StartOptions
 from awm.runtime.env import Env
-from awm.core.errors import AWMError, EnvStartTimeout
 
 __all__ = ["AsyncEnvPool", "EnvPool", "PoolMetrics", "PoolState"]
 
@@ -70,12 +80,26 @@ class PoolMetrics:
         return out
 
 
+@dataclass(eq=False)
+class _Container:
+    """One started environment and the handles the pool leases from it (itself, or its slots)."""
+
+    env: Env
+    handles: list[Env]
+    leased: int = 0
+    retired: bool = False  # takes no new leases; removed when `leased` is back to 0
+
+
+def _key(env: Env) -> tuple[str, int | None]:
+    return env.id, env.slot
+
+
 def _targets(images: str | Sequence[str] | Mapping[str, int], size: int) -> dict[str, int]:
     if isinstance(images, str):
         return {images: size}
     if isinstance(images, Mapping):
         return dict(images)
-    return {image: size for image in images}
+    return dict.fromkeys(images, size)
 
 
 class EnvPool:
@@ -90,6 +114,8 @@ class EnvPool:
         acquire_timeout_s: how long `acquire` waits for an environment by default.
         max_consecutive_start_failures: after this many failed starts in a row of one image,
             `acquire` of that image raises the last start error instead of waiting.
+        slots: episodes per container (`AWM_SLOTS`); `size` counts episodes, so an image gets
+            ceil(size / slots) containers and the pool leases one `Env` per slot.
     """
 
     def __init__(
@@ -102,17 +128,23 @@ class EnvPool:
         max_concurrent_starts: int = 4,
         acquire_timeout_s: float = 120.0,
         max_consecutive_start_failures: int = 3,
+        slots: int = 1,
     ) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, not {slots}")
         self.backend = backend
         self.targets = _targets(images, size)
-        self.options = options or StartOptions()
+        self.slots = slots
+        options = options or StartOptions()
+        self.options = options if slots == 1 else replace(options, env={**options.env, "AWM_SLOTS": str(slots)})
         self.acquire_timeout_s = acquire_timeout_s
         self.max_consecutive_start_failures = max_consecutive_start_failures
         self.metrics = PoolMetrics()
         self.state = PoolState.NEW
         self._cond = threading.Condition()
         self._idle: dict[str, deque[Env]] = {image: deque() for image in self.targets}
-        self._leased: dict[str, Env] = {}
+        self._leased: dict[tuple[str, int | None], Env] = {}
+        self._containers: dict[str, _Container] = {}  # by container id
         self._starting: dict[str, int] = dict.fromkeys(self.targets, 0)
         self._failures: dict[str, int] = dict.fromkeys(self.targets, 0)
         self._last_error: dict[str, AWMError] = {}
@@ -157,13 +189,14 @@ class EnvPool:
             if self.state is PoolState.CLOSED:
                 return
             self.state = PoolState.CLOSED
-            envs = [e for q in self._idle.values() for e in q] + list(self._leased.values())
+            containers = list(self._containers.values())
             for q in self._idle.values():
                 q.clear()
             self._leased.clear()
+            self._containers.clear()
             self._cond.notify_all()
-        for env in envs:
-            self._teardown(env)
+        for container in containers:
+            self._teardown(container)
         self._starter.shutdown(wait=True, cancel_futures=True)  # starts that finish now are torn down
         self._stopper.shutdown(wait=True)
         self._notify()
@@ -201,15 +234,15 @@ class EnvPool:
                     self._fill()
                     return None
                 env = self._idle[image].popleft()
-                self._leased[env.id] = env
+                self._lease(env)
                 self._fill()
             if env.healthy():
                 return env
             log.warning("pool: %s found dead on acquire; replacing it", env.name)
             with self._cond:
                 self.metrics.unhealthy_on_acquire += 1
-                self._leased.pop(env.id, None)
-                self._replace(env)
+                self._unlease(env)
+                self._drop_container(env)
 
     def acquire(self, image: str | None = None, timeout_s: float | None = None) -> Env:
         """Wait for a warm, clean, healthy environment of `image` and lease it.
@@ -227,12 +260,12 @@ class EnvPool:
             if env is not None:
                 break
             with self._cond:
-                if not self._idle[image] and not self._is_broken(image) and self.state is PoolState.OPEN:
-                    if not self._cond.wait(max(0.0, deadline - time.monotonic())):
-                        raise EnvStartTimeout(
-                            f"no environment of {image} within {timeout_s:g}s ({self.stats()[image]})",
-                            image=image,
-                        )
+                waiting = not self._idle[image] and not self._is_broken(image) and self.state is PoolState.OPEN
+                if waiting and not self._cond.wait(max(0.0, deadline - time.monotonic())):
+                    raise EnvStartTimeout(
+                        f"no environment of {image} within {timeout_s:g}s ({self.stats()[image]})",
+                        image=image,
+                    )
         with self._cond:
             self.metrics.acquires += 1
             self.metrics.acquire_wait_ms.append((time.perf_counter() - began) * 1000)
@@ -241,35 +274,54 @@ class EnvPool:
     def release(self, env: Env) -> None:
         """Reset `env` in place and return it to the pool; replace it if the reset fails."""
         with self._cond:
-            if self._leased.pop(env.id, None) is None:
+            if self._leased.get(_key(env)) is not env:
                 raise ValueError(f"{env.name} is not leased from this pool")
             self.metrics.releases += 1
-            if self.state is not PoolState.OPEN:
-                self._teardown(env)
+            container = self._containers.get(env.id)
+            if self.state is not PoolState.OPEN or container is None or container.retired:
+                self._unlease(env)  # its container is gone, or leaves when its last slot is back
+                if env.container is not env:
+                    env.stop()  # a slot handle: closes its client only
                 return
         try:
             env.reset()
         except Exception as exc:
-            log.warning("pool: reset of %s failed (%s); replacing it", env.name, exc)
+            # one slot's failure need not end its neighbours' episodes: a live container retires
+            dead = self.slots == 1 or not env.container.healthy()
+            log.warning("pool: reset of %s failed (%s); %s", env.name, exc,
+                        "replacing it" if dead else "retiring its container")
             with self._cond:
                 self.metrics.reset_failures += 1
-                self._replace(env)
+                self._unlease(env)
+                if env.container is not env:
+                    env.stop()
+                if dead:
+                    self._drop_container(env)
+                else:
+                    self._retire(env)
             return
         with self._cond:
             self.metrics.resets += 1
-            if self.state is PoolState.OPEN:
+            self._unlease(env)
+            if self.state is PoolState.OPEN and env.id in self._containers:
                 self._idle[env.image].append(env)
                 self._cond.notify_all()
-            else:
-                self._teardown(env)
+            elif env.container is not env:
+                env.stop()
         self._notify()
 
     def discard(self, env: Env) -> None:
-        """Give back a leased environment that must not be reused; a fresh one replaces it."""
+        """Give back a leased environment that must not be reused; a fresh one replaces it.
+
+        With slots, its container retires: the other slots' episodes finish first.
+        """
         with self._cond:
-            if self._leased.pop(env.id, None) is None:
+            if self._leased.get(_key(env)) is not env:
                 raise ValueError(f"{env.name} is not leased from this pool")
-            self._replace(env)
+            self._unlease(env)
+            self._retire(env)
+            if env.container is not env:
+                env.stop()
 
     @contextmanager
     def lease(self, image: str | None = None, timeout_s: float | None = None) -> Iterator[Env]:
@@ -287,7 +339,7 @@ class EnvPool:
                 leased[env.image] = leased.get(env.image, 0) + 1
             return {
                 image: {"target": n, "idle": len(self._idle[image]), "leased": leased.get(image, 0),
-                        "starting": self._starting[image]}
+                        "starting": self._starting[image] * self.slots}
                 for image, n in self.targets.items()
             }
 
@@ -299,9 +351,40 @@ class EnvPool:
     def _broken_image(self) -> str | None:
         return next((i for i in self.targets if self._is_broken(i)), None)
 
-    def _replace(self, env: Env) -> None:
+    def _lease(self, env: Env) -> None:
+        self._leased[_key(env)] = env
+        self._containers[env.id].leased += 1
+
+    def _unlease(self, env: Env) -> None:
+        self._leased.pop(_key(env), None)
+        container = self._containers.get(env.id)
+        if container is not None:
+            container.leased -= 1
+            if container.retired and container.leased == 0:
+                del self._containers[env.id]
+                self._teardown(container)
+
+    def _retire(self, env: Env) -> None:
+        """Lease nothing more from `env`'s container; replace it; remove it once all are back."""
+        container = self._containers.get(env.id)
+        if container is None or container.retired:
+            return
+        container.retired = True
         self.metrics.replaced += 1
-        self._teardown(env)
+        self._idle[env.image] = deque(e for e in self._idle[env.image] if e.id != env.id)
+        if container.leased == 0:
+            del self._containers[env.id]
+            self._teardown(container)
+        self._fill()
+
+    def _drop_container(self, env: Env) -> None:
+        """`env`'s container is dead: all its slots leave the pool now and it is replaced."""
+        container = self._containers.pop(env.id, None)
+        if container is None:
+            return
+        self.metrics.replaced += 1
+        self._idle[env.image] = deque(e for e in self._idle[env.image] if e.id != env.id)
+        self._teardown(container)
         self._fill()
 
     def _fill(self) -> None:
@@ -310,9 +393,10 @@ class EnvPool:
         for image, target in self.targets.items():
             if self._is_broken(image):
                 continue
-            have = len(self._idle[image]) + self._starting[image]
-            have += sum(1 for e in self._leased.values() if e.image == image)
-            for _ in range(target - have):
+            want = -(-target // self.slots)  # containers
+            have = self._starting[image]
+            have += sum(1 for c in self._containers.values() if c.env.image == image and not c.retired)
+            for _ in range(want - have):
                 self._starting[image] += 1
                 self._starter.submit(self._start_one, image)
 
@@ -331,22 +415,33 @@ class EnvPool:
                     self._fill()
             self._notify()
             return
+        handles = [env] if self.slots == 1 else [env.slot_handle(k) for k in range(self.slots)]
         with self._cond:
             self._starting[image] -= 1
             self._failures[image] = 0
             self.metrics.started += 1
             if self.state is PoolState.OPEN:
-                self._idle[image].append(env)
+                self._containers[env.id] = _Container(env, handles)
+                self._idle[image].extend(handles)
                 self._cond.notify_all()
             else:
-                self._teardown(env)
+                self._teardown(_Container(env, handles))
         self._notify()
 
-    def _teardown(self, env: Env) -> None:
+    def _teardown(self, container: _Container) -> None:
+        # Leased slot handles stay usable (their calls then name the container's state); they
+        # are closed when they come back.
+        idle = [h for h in container.handles if self._leased.get(_key(h)) is not h]
+
+        def stop() -> None:
+            for handle in idle:
+                handle.stop()
+            container.env.stop()
+
         try:
-            self._stopper.submit(env.stop)
+            self._stopper.submit(stop)
         except RuntimeError:  # the stopper is shut down: stop here
-            env.stop()
+            stop()
 
     def _notify(self) -> None:  # without the lock
         for listener in list(self._listeners):
@@ -373,7 +468,10 @@ class AsyncEnvPool:
         loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
         event = self._event
-        self.pool._listeners.append(lambda: loop.call_soon_threadsafe(event.set))
+        def wake() -> None:
+            loop.call_soon_threadsafe(event.set)
+
+        self.pool._listeners.append(wake)
         await asyncio.to_thread(self.pool.start, wait=wait)
         return self
 
