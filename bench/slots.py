@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.helpers: derive_dataset
 
 from common import (
     Target,
@@ -141,7 +142,7 @@ def main() -> int:
     large_bundle = next(iter(load_catalog(large_root).bundles.values()))
     built = ensure_images(client, [catalog.bundles[s] for s in SCENARIOS] + [large_bundle])
     images = {sid: str(r.tag) for sid, r in built.items()}
-    cases = [*SCENARIOS, large_bundle.scenario]
+    cases = [*SCENARIOS, large_bundle.id]
     backend = bench_backend(client, NAME)
     variants: list[dict[str, Any]] = []
     details: dict[str, Any] = {"memory_mib": {}, "episodes_per_s": {}, "tool_call_ms": {}}
@@ -193,7 +194,7 @@ def main() -> int:
                     "target_met": fleet_gib <= FLEET_BUDGET_GIB,
                 }
     finally:
-        remove_scenario_images(client, large_bundle.scenario)
+        remove_scenario_images(client, large_bundle.id)
 
     parameters = {"slot_counts": SLOT_COUNTS, "scenarios": cases, "counts": counts,
                   "larger_module": f"pantrypal + {EXTRA_ROUTES} routes (tools)",
