@@ -245,7 +245,7 @@ def results_document(name: str, *, quick: bool, machine: dict[str, Any], paramet
     """The JSON document every benchmark writes."""
     machine = {**machine, "loadavg_at_end": _loadavg()}
     with suppress(docker.errors.DockerException):
-        machine["other_running_containers_at_end"] = len(docker.from_env().containers.list())
+        machine["other_running_containers_at_end"] = len(docker.from_env().containers.list(ignore_removed=True))
     return {
         "benchmark": name,
         "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -330,7 +330,7 @@ def wait_for_quiet(client: docker.DockerClient, max_wait_s: float, *, load_below
     deadline = time.monotonic() + max_wait_s
     waited = Timer()
     while True:
-        running = len(client.containers.list())
+        running = len(client.containers.list(ignore_removed=True))
         load = (_loadavg() or [0.0])[0]
         quiet = running == 0 and load < load_below
         if quiet or time.monotonic() >= deadline:

@@ -215,7 +215,8 @@ def remove_orphans(
     Containers of live owners, of other hosts and detached ones stay. Returns the removed ids.
     """
     removed = []
-    for container in client.containers.list(all=True, filters={"label": [LABEL_OWNER, *(labels or [])]}):
+    owned: dict[str, str | list[str] | bool] = {"label": [LABEL_OWNER, *(labels or [])]}
+    for container in client.containers.list(ignore_removed=True, all=True, filters=owned):
         container_labels = container.labels or {}
         owner = Owner.parse(container_labels.get(LABEL_OWNER, ""))
         if owner is None or not owner.is_local() or owner.is_alive() or not select(container_labels):
@@ -465,7 +466,7 @@ class DockerBackend:
         }
         out = []
         me = str(Owner.current())
-        for c in self.client.containers.list(all=True, filters=filters):
+        for c in self.client.containers.list(ignore_removed=True, all=True, filters=filters):
             labels = c.labels or {}
             if not all_owners and labels.get(LABEL_OWNER) != me:
                 continue
@@ -491,7 +492,8 @@ class DockerBackend:
         """Remove environments of this host whose owning process is gone; return their ids."""
         removed = remove_orphans(self.client, [LABEL_RUN_ID])
         kept = tokens.saved()  # listed first: a token is saved only once its container exists
-        live = {c.id for c in self.client.containers.list(all=True, filters={"label": LABEL_RUN_ID})}
+        listed = self.client.containers.list(ignore_removed=True, all=True, filters={"label": LABEL_RUN_ID})
+        live = {c.id for c in listed}
         for env_id in kept - live:
             tokens.forget(env_id)
         return removed

@@ -39,7 +39,8 @@ def solutions_by_task() -> dict[str, Solution]:
 def no_leftovers(docker_client: docker.DockerClient) -> Iterator[None]:
     """Fails the test when a container this process started is still there afterwards."""
     owner = f"{LABEL_OWNER}={Owner.current()}"
-    before = {c.id for c in docker_client.containers.list(all=True, filters={"label": owner})}
+    before = {c.id for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": owner})}
     yield
-    left = [c.name for c in docker_client.containers.list(all=True, filters={"label": owner}) if c.id not in before]
+    listed = docker_client.containers.list(ignore_removed=True, all=True, filters={"label": owner})
+    left = [c.name for c in listed if c.id not in before]
     assert left == [], f"containers left behind: {left}"

@@ -110,7 +110,7 @@ def test_ctrl_c_keeps_finished_results_and_leaves_no_container(
                 proc.kill()
                 proc.communicate()
         owner_pid = f":{proc.pid}:"
-        left = [c.name for c in docker_client.containers.list(all=True)
+        left = [c.name for c in docker_client.containers.list(ignore_removed=True, all=True)
                 if owner_pid in (c.labels or {}).get("awm.owner", "")]
         assert left == []
         lines = _lines(out)  # every line parses: none was cut

@@ -167,7 +167,8 @@ def test_a_burst_of_eight_episodes_of_one_task_waits_for_four_environments(
         pool = runtime.run(_image_pool(runtime, runtime.scenario(PANTRY).image))
         assert rewards == [1.0, 0.0] * 4
         assert pool.metrics.acquires == 8
-        assert pool.metrics.started == 4  # back-pressure: the other four waited for a release
+        # back-pressure: never more than four environments; the other episodes waited for a release
+        assert 1 <= pool.metrics.started <= 4
 
 
 async def _image_pool(runtime: Rollouts, image: str) -> Any:
@@ -233,7 +234,7 @@ def test_the_catalog_needs_no_running_environment_once_an_image_was_read(
     for sid in SOLUTIONS:
         runtime.scenario(sid)  # read (and cached) once
     owner = f"{LABEL_OWNER}={Owner.current()}"
-    before = docker_client.containers.list(all=True, filters={"label": owner})
+    before = docker_client.containers.list(ignore_removed=True, all=True, filters={"label": owner})
     fresh = Catalog(cache_dir=cache, backend=_NoStarts())
     dataset = load_catalog(EXAMPLES)
     for sid in SOLUTIONS:
@@ -242,7 +243,7 @@ def test_the_catalog_needs_no_running_environment_once_an_image_was_read(
         assert entry.tool_names() == runtime.scenario(sid).tool_names()
     assert Catalog(dataset=EXAMPLES, cache_dir=cache, backend=_NoStarts()).get(PANTRY).tasks == \
         tuple(dataset.get(PANTRY).tasks)
-    assert len(docker_client.containers.list(all=True, filters={"label": owner})) == len(before)
+    assert len(docker_client.containers.list(ignore_removed=True, all=True, filters={"label": owner})) == len(before)
     entry = fresh.get(PANTRY)
     assert entry.awm_text().startswith(f"Available MCP Tools ({len(entry.tools)} tools):\n{'=' * 80}\n\n"
                                        f"1. mcp_tool_mcp_server_list_recipes\n")

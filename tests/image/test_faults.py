@@ -3,6 +3,7 @@ that crashes on import; a tool whose handler hangs. The server reports each and 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from awm.builder.build.batch import BuildOptions, BuildResult, build_bundle, build_images
 from awm.builder.catalog.loader import load_catalog
 from awm.core.errors import EnvStartTimeout
+from awm.runtime.client import ToolResult
 from awm.runtime.env import Env
 from tests.helpers import derive_dataset, remove_scenario_images
 
@@ -41,6 +43,11 @@ def slow_tool(seconds: float = 30.0):
     import time as _t
     _t.sleep(seconds)
     return {"slept": seconds}
+
+
+@app.get("/boom", operation_id="boom_tool", summary="Crashes", tags=["test"])
+def boom_tool():
+    raise RuntimeError("handler bug")
 '''
 
 
@@ -93,6 +100,38 @@ def test_hanging_tool_times_out_as_tool_error(faulty_image: BuildResult, start_e
     assert env.client.call_tool("slow_tool", {"seconds": 0}).is_error is False
 
 
+def test_a_hung_or_crashing_slot_leaves_the_other_slots_serving(
+    faulty_image: BuildResult, start_env: Callable[..., Env]
+) -> None:
+    env = start_env(faulty_image.tag, env={"AWM_SLOTS": "2", "AWM_TOOL_TIMEOUT": "3"})
+    hung, other = env.slot_handle(0), env.slot_handle(1)
+
+    async def hang_in_one_slot_and_work_in_the_other() -> tuple[bool, bool, ToolResult]:
+        async with hung.aclient as a, other.aclient as b:
+            stuck = asyncio.create_task(a.call_tool("slow_tool", {"seconds": 30}))
+            await asyncio.sleep(0.5)  # let the hanging call reach the server first
+            answered = await b.call_tool("list_recipes", {"limit": 1})
+            # answered while slot 0's call still hangs: the hang holds only its own request
+            still_hanging = not stuck.done()
+            return still_hanging, answered.is_error, await stuck
+
+    try:
+        still_hanging, answered_with_error, timed_out = asyncio.run(hang_in_one_slot_and_work_in_the_other())
+        assert still_hanging
+        assert answered_with_error is False
+        assert timed_out.is_error
+        assert "timed out after 3s" in timed_out.text
+        # a handler that crashes is a tool error for that call; the slot goes on serving
+        crashed = other.client.call_tool("boom_tool", {})
+        assert crashed.is_error
+        assert other.client.call_tool("list_recipes", {"limit": 1}).is_error is False
+        assert hung.client.call_tool("slow_tool", {"seconds": 0}).is_error is False
+        assert env.client.health()["status"] == "ok"
+    finally:
+        for handle in (hung, other):
+            handle.stop()  # a slot handle: its clients only
+
+
 def test_module_crashing_on_import_fails_the_build_with_its_exception(
     docker_client: docker.DockerClient, tmp_path: Path, own_images: Callable[[str], str]
 ) -> None:
@@ -139,7 +178,8 @@ def test_module_crashing_on_import_fails_the_start_with_its_log(
     message = str(info.value)
     assert "exited with code 3" in message
     assert "scenario 'broken_start_test': environment module failed on import: ModuleNotFoundError" in message
-    assert docker_client.containers.list(all=True, filters={"ancestor": result.tag}) == []  # nothing left
+    left = docker_client.containers.list(ignore_removed=True, all=True, filters={"ancestor": result.tag})
+    assert left == []  # nothing left
 
 
 def test_module_blocking_at_import_fails_the_build_in_time(
@@ -163,4 +203,5 @@ def test_module_blocking_at_import_fails_the_build_in_time(
         "scenario 'blocking_desk_test': environment module did not finish importing within 3s "
         "(does it start a server or block at import time?)"
     )
-    assert docker_client.containers.list(all=True, filters={"label": "awm.scenario=blocking_desk_test"}) == []
+    scenario = {"label": "awm.scenario=blocking_desk_test"}
+    assert docker_client.containers.list(ignore_removed=True, all=True, filters=scenario) == []

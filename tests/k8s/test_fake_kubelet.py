@@ -117,7 +117,7 @@ def kubelet(docker_client: docker.DockerClient) -> Iterator[DockerKubelet]:
     run = uuid.uuid4().hex[:8]
     network = docker_client.networks.create(f"awm-k8s-test-{run}", driver="bridge", internal=True)
     yield DockerKubelet(docker_client, network.name, run)
-    for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL}={run}"}):
+    for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL}={run}"}):
         remove(docker_client, c.id)
     network.remove()
 
@@ -183,6 +183,6 @@ def test_env_pool_over_kubernetes_runs_the_real_image(
     assert fake.list_objects("pods") == []
     assert fake.list_objects("leases") == []
     deadline = time.monotonic() + 30  # the kubelet removes containers on its own threads
-    while docker_client.containers.list(all=True, filters={"label": f"{LABEL}={kubelet.run}"}):
+    while docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL}={kubelet.run}"}):
         assert time.monotonic() < deadline, "containers of deleted pods were left"
         time.sleep(0.1)

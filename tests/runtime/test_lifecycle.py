@@ -35,7 +35,8 @@ time.sleep(600)
 
 
 def _owned_by(client: docker.DockerClient, run_id: str) -> list[str]:
-    return sorted(c.id for c in client.containers.list(all=True, filters={"label": f"{LABEL_RUN_ID}={run_id}"}))
+    run = {"label": f"{LABEL_RUN_ID}={run_id}"}
+    return sorted(c.id for c in client.containers.list(ignore_removed=True, all=True, filters=run))
 
 
 def _spawn_owner(run_id: str, image: str) -> subprocess.Popen[str]:

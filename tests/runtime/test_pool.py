@@ -21,7 +21,7 @@ SOLUTIONS = load_solutions(EXAMPLES)
 
 
 def _session_containers(client: docker.DockerClient, run_id: str) -> list[object]:
-    return client.containers.list(all=True, filters={"label": f"{LABEL_RUN_ID}={run_id}"})
+    return client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL_RUN_ID}={run_id}"})
 
 
 def test_32_concurrent_episodes_across_two_images(docker_client: docker.DockerClient, images: dict[str, str]) -> None:

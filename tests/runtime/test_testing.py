@@ -31,7 +31,7 @@ def test_awm_container_replays_a_task(images: dict[str, str], docker_client: doc
         assert attrs["HostConfig"]["ReadonlyRootfs"] is True
         assert attrs["Config"]["User"] == "10001:10001"
         assert attrs["Config"]["Labels"]["awm.owner"].split(":")[1] == str(os.getpid())
-    assert docker_client.containers.list(all=True, filters={"id": container_id}) == []
+    assert docker_client.containers.list(ignore_removed=True, all=True, filters={"id": container_id}) == []
 
 
 def test_fixture_with_control_token(awm_container: Callable[..., AWMContainer], images: dict[str, str]) -> None:
@@ -48,4 +48,4 @@ def test_failed_start_leaves_nothing(docker_client: docker.DockerClient, images:
         container.start()
     assert "/nonexistent" in "".join(getattr(info.value, "__notes__", []))  # its log is attached
     container_id = container.get_wrapped_container().id
-    assert docker_client.containers.list(all=True, filters={"id": container_id}) == []
+    assert docker_client.containers.list(ignore_removed=True, all=True, filters={"id": container_id}) == []

@@ -27,7 +27,7 @@ BLOCKS = "import time\ntime.sleep(3600)\napp = FastAPI("
 def _mine(client: docker.DockerClient) -> list[Any]:
     """Containers this test process owns."""
     me = Owner.current()
-    return [c for c in client.containers.list(all=True, filters={"label": LABEL_OWNER})
+    return [c for c in client.containers.list(ignore_removed=True, all=True, filters={"label": LABEL_OWNER})
             if Owner.parse(c.labels.get(LABEL_OWNER, "")) == me]
 
 

@@ -81,7 +81,7 @@ def test_killed_build_resumes_where_it_stopped(
         assert docker_client.images.get(f"awm/{sid}:latest").labels["awm.scenario"] == sid
     # the killed build's check container, if it had one running, is gone too
     leftovers = [
-        c for c in docker_client.containers.list(all=True, filters={"label": LABEL_OWNER})
+        c for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": LABEL_OWNER})
         if (o := Owner.parse(c.labels.get(LABEL_OWNER, ""))) is not None and o.pid == proc.pid and o.is_local()
     ]
     assert leftovers == []

@@ -231,5 +231,5 @@ def test_a_killed_run_resumes_with_the_remaining_work_only(
     assert files_of(out) == files_of(first["out"])
     # and nothing of the killed run is left behind: its scratch folder, its probe containers
     assert not list(Path(tempfile.gettempdir()).glob(f"awm-gen-{killed_pid}-*"))
-    left = docker_client.containers.list(all=True, filters={"label": [f"awm.role={PROBE_ROLE}"]})
+    left = docker_client.containers.list(ignore_removed=True, all=True, filters={"label": [f"awm.role={PROBE_ROLE}"]})
     assert not [c for c in left if f":{killed_pid}:" in (c.labels or {}).get(LABEL_OWNER, "")]

@@ -115,7 +115,7 @@ def test_docker_prober_runs_the_module_in_a_sealed_container(
     assert sorted(result.dbs) == ["b", "c"]
     assert result.dbs["b"].parent == tmp_path / "dbs"
     # nothing left behind, and what ran was labelled as this run's probe
-    left = docker_client.containers.list(all=True, filters={"label": [f"awm.role={PROBE_ROLE}",
+    left = docker_client.containers.list(ignore_removed=True, all=True, filters={"label": [f"awm.role={PROBE_ROLE}",
                                                                       f"awm.run-id={prober.run_id}"]})
     assert left == []
 
