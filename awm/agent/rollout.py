@@ -51,6 +51,7 @@ from awm.agent.judge import RewardMap
 from awm.agent.loop import NATIVE_SYSTEM_PROMPT, McpTools, Protocol, awm_function, is_infrastructure_error
 from awm.agent.pools import ImagePools
 from awm.core.errors import AWMError, EnvUnavailable
+from awm.core.loop import LoopThread
 from awm.runtime import Backend, Env, open_mcp_session
 from awm.runtime.base import StartOptions
 
@@ -127,31 +128,6 @@ class Outcome:
         return out
 
 
-class _LoopThread:
-    """A private event loop in a daemon thread: where every lease and session of a process lives."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="awm-rollouts", daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        if self.thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self._cancel_all(), self.loop).result(timeout=30)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=10)
-        if not self.thread.is_alive() and not self.loop.is_closed():
-            self.loop.close()
-
-    @staticmethod
-    async def _cancel_all() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.get_running_loop().shutdown_asyncgens()
-
-
 class Rollouts:
     """A process's episodes: the catalog, the background loop, and the per-image pools on it.
 
@@ -164,32 +140,25 @@ class Rollouts:
         self.catalog = Catalog(images=self.config.images, dataset=self.config.dataset, backend=backend,
                                cache_dir=self.config.catalog_cache)
         self._lock = threading.Lock()
-        self._thread: _LoopThread | None = None
+        self._thread: LoopThread | None = None
         self._pools: ImagePools | None = None
         self._closed = False
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _loop(self) -> _LoopThread:
+    def _loop(self) -> LoopThread:
         with self._lock:
             if self._closed:
                 raise RuntimeError("these rollouts are closed")
             if self._thread is None:
-                self._thread = _LoopThread()
+                self._thread = LoopThread("awm-rollouts")
             return self._thread
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the background loop and wait (from any thread, inside a running loop too)."""
-        thread = self._loop()
-        if threading.current_thread() is thread.thread:
-            coro.close()
-            raise RuntimeError("a sync rollout method was called on the rollouts' own loop; use the async one")
-        future = asyncio.run_coroutine_threadsafe(coro, thread.loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # e.g. KeyboardInterrupt in the caller: do not leave it running
-            raise
+        return self._loop().run(
+            coro, own_thread_error="a sync rollout method was called on the rollouts' own loop; use the async one"
+        )
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await `coro` run on the background loop, from the caller's loop."""
@@ -229,7 +198,7 @@ class Rollouts:
             return
         if self._pools is not None:
             asyncio.run_coroutine_threadsafe(self._pools.close(), thread.loop).result()
-        thread.close()
+        thread.close(timeout_s=30)
 
     def __enter__(self) -> Self:
         return self

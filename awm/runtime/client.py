@@ -26,7 +26,6 @@ Errors, the same from both clients and every method:
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -53,6 +52,7 @@ from awm.core.errors import (
     ToolCallError,
     VerifierError,
 )
+from awm.core.loop import LoopThread
 from awm_server.contract import ResetResult, VerifyResult
 
 __all__ = [
@@ -357,52 +357,6 @@ class AsyncEnvClient(_EnvClientBase):
         await self.aclose()
 
 
-class _LoopThread:
-    """An event loop of its own in a daemon thread, for a sync client's coroutines.
-
-    Why not `asyncio.run` per call: it refuses to run inside a running loop (Jupyter,
-    pytest-asyncio, an async trainer calling sync code), and starts a new loop each time.
-    One private loop serves every calling thread at once (each call is one task on it), needs
-    no loop in the caller, and is stopped by `close()` (or when the client is collected).
-    """
-
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="awm-env-client", daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise RuntimeError("a sync EnvClient method was called from its own event loop; use AsyncEnvClient")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # e.g. KeyboardInterrupt in the caller: do not leave the call running
-            raise
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        if threading.current_thread() is self._thread:  # collected on its own thread: just stop it
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            return
-        if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-        self._loop.close()
-
-    @staticmethod
-    async def _cancel_all() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.get_running_loop().shutdown_asyncgens()
-
-
 class EnvClient(_EnvClientBase):
     """Sync client; see the module docstring.
 
@@ -423,16 +377,18 @@ class EnvClient(_EnvClientBase):
         self._http = httpx.Client(
             base_url=self.base_url, headers=self._headers(), timeout=self._timeout, verify=_needs_tls(self.base_url)
         )
-        self._loop: _LoopThread | None = None
+        self._loop: LoopThread | None = None
         self._loop_lock = threading.Lock()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         with self._loop_lock:
             if self._loop is None:
-                self._loop = _LoopThread()
+                self._loop = LoopThread("awm-env-client")
                 weakref.finalize(self, self._loop.close)
             loop = self._loop
-        return loop.run(coro)
+        return loop.run(
+            coro, own_thread_error="a sync EnvClient method was called from its own event loop; use AsyncEnvClient"
+        )
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
         try:
