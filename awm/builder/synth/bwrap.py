@@ -98,7 +98,8 @@ class BubblewrapProber(FileProber):
         return [
             self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--unshare-user", "--uid", str(_SANDBOX_UID), "--gid", str(_SANDBOX_UID),
-            *binds, "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            # the private /tmp first: binds below may lie under /tmp (a checkout or venv there)
+            "--tmpfs", "/tmp", *binds, "--dev", "/dev", "--proc", "/proc",
             "--ro-bind", str(src), "/x", "--bind", str(dst), "/y", "--chdir", "/tmp",
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp",
             "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
