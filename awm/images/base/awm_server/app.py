@@ -45,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from awm_server.environment import Environment
 from awm_server.gate import DrainTimeout
+from awm_server.mcp_bridge import buffered_body
 from awm_server.settings import hash_token
 from awm_server.slots import slot_prefix
 
@@ -160,15 +161,9 @@ class JsonDepthGuard:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away (or BodyLimit cut it): nothing to answer
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body, replay = await buffered_body(receive)
+        if body is None:
+            return  # the client went away (or BodyLimit cut it): nothing to answer
         try:
             parse_json(body, self.max_depth)
         except JsonTooDeep as exc:
@@ -177,15 +172,6 @@ class JsonDepthGuard:
             return
         except ValueError:
             pass
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         await self.app(scope, replay, send)
 
 

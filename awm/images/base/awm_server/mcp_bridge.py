@@ -47,7 +47,7 @@ from mcp.types import CallToolRequest, CallToolResult, TextContent
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["McpBridge"]
+__all__ = ["McpBridge", "buffered_body"]
 
 _log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class McpBridge:
         if scope["method"] != "POST":
             await self._stateless.handle_request(scope, receive, send)
             return
-        body, receive = await _buffered(receive)
+        body, receive = await buffered_body(receive)
         if body is None:
             return  # the client went away
         if not _is_initialize(body):
@@ -254,7 +254,7 @@ class McpBridge:
                 await self._close(session)
 
 
-async def _buffered(receive: Receive) -> tuple[bytes | None, Receive]:
+async def buffered_body(receive: Receive) -> tuple[bytes | None, Receive]:
     """The whole request body (None if the client left), and a `receive` that replays it."""
     chunks: list[bytes] = []
     while True:
