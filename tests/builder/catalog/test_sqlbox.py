@@ -211,18 +211,27 @@ def _wait_for(found: Any, what: str) -> Any:
     raise AssertionError(f"never saw {what}")
 
 
-def _processes_using(folder: Path) -> list[int]:
-    """Processes of this user whose environment names `folder` (the seed child has TMPDIR in it)."""
+def _seed_children(parent: int) -> list[int]:
+    """The seed SQL children of process `parent` (they run `-m awm.builder.catalog.sqlbox`)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if str(folder).encode() in (entry / "environ").read_bytes():
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"awm.builder.catalog.sqlbox" in (entry / "cmdline").read_bytes():
                 pids.append(int(entry.name))
-        except OSError:
+        except (OSError, ValueError, IndexError):
             continue
     return pids
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie counts as gone: it holds nothing but its entry)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 @pytest.mark.parametrize("command", ["seed", "catalog"])
@@ -239,7 +248,7 @@ def test_sigterm_leaves_no_temp_folder_and_no_child(dataset: Dataset, tmp_path: 
         where = out if command == "seed" else tmpdir
         folder = _wait_for(lambda: [p for p in where.glob("*") if p.is_dir()] if where.exists() else [],
                            "the private seed folder")[0]
-        _wait_for(lambda: _processes_using(folder), "the seed child (its TMPDIR is the folder)")
+        (child,) = _wait_for(lambda: _seed_children(proc.pid), "the seed child")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 128 + signal.SIGTERM, err.decode()
@@ -249,4 +258,4 @@ def test_sigterm_leaves_no_temp_folder_and_no_child(dataset: Dataset, tmp_path: 
     assert not folder.exists()
     assert list(tmpdir.iterdir()) == []
     assert not out.exists() or [p for p in out.iterdir() if p.is_dir()] == []
-    _wait_for(lambda: not _processes_using(folder), "the seed child gone")
+    _wait_for(lambda: not _alive(child), "the seed child gone")
