@@ -1,7 +1,10 @@
 """Build scenario images: render, `docker build` on the shared base, check, tag; many at once.
 
 An image is tagged `awm/<scenario>:<digest>` (digest of its inputs) and `awm/<scenario>:latest`.
-A scenario whose digest already has an image is not rebuilt (`cached`).
+A scenario whose digest already has an image is not rebuilt (`cached`). The digest is known
+without running the scenario's seed SQL (`awm.builder.build.render.plan`), so a cached scenario
+costs no seed: its counts come from the image's labels, and its failed statements, when it has
+any, from the manifest in the image (read from a created, never started, container).
 
 Every new scenario is checked before it is tagged: its environment module is imported by the
 image's own `check` command (no network, read-only, non-root) and its tools listed, so a module
@@ -27,8 +30,10 @@ failing scenario never stops the others.
 from __future__ import annotations
 
 import fnmatch
+import io
 import logging
 import os
+import tarfile
 import threading
 import time
 import uuid
@@ -43,17 +48,27 @@ import requests
 from awm.builder.build.base_image import ensure_base_image
 from awm.builder.build.checker import BatchChecker, CheckerUnavailable
 from awm.builder.build.options import BuildOptions
-from awm.builder.build.render import BuildContext, render
+from awm.builder.build.render import BuildContext, plan
 from awm.builder.build.report import BuildResult, ReportWriter, Status
 from awm.builder.build.smoke import SmokeResult, load_record, save_record, smoke_test
 from awm.builder.catalog.loader import Catalog
 from awm.builder.catalog.models import Problem, ScenarioBundle, Severity
 from awm.core.errors import AWMError, DatasetError, ImageBuildError, ScenarioNotFound
-from awm.core.labels import LABEL_ROLE, LABEL_RUN_ID, LABEL_SCENARIO, owner_labels
+from awm.core.labels import (
+    LABEL_ROLE,
+    LABEL_RUN_ID,
+    LABEL_SCENARIO,
+    LABEL_SCENARIO_BYTES,
+    LABEL_SEED_FAILED,
+    LABEL_SEED_ROWS,
+    LABEL_SEED_TABLES,
+    owner_labels,
+)
 from awm.core.naming import LATEST_TAG, QUARANTINE_TAG, image_ref, image_repo, normalise
 from awm.runtime.base import Resources
 from awm.runtime.docker_backend import engine_client, remove_orphans, sandbox_options
 from awm_server.checkresult import find_result, new_key
+from awm_server.contract import MANIFEST_FILE, SCENARIO_DIR, ScenarioManifest
 
 __all__ = [
     "BUILD_RUN_PREFIX",
@@ -184,19 +199,59 @@ def _warnings(result: BuildResult) -> list[str]:
 
 
 class _Images:
-    """The engine's awm images, listed once per batch: tag -> (image id, size)."""
+    """The engine's awm images, listed once per batch: tag -> (image id, size), and their labels."""
 
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self.tags: dict[str, tuple[str, int]] = {}
+        self.labels: dict[str, dict[str, str]] = {}
         self.lock = threading.Lock()
         for item in client.api.images(filters={"label": LABEL_SCENARIO}):
+            self.labels[item["Id"]] = dict(item.get("Labels") or {})
             for tag in item.get("RepoTags") or []:
                 self.tags[tag] = (item["Id"], int(item["Size"]))
 
     def get(self, tag: str) -> tuple[str, int] | None:
         with self.lock:
             return self.tags.get(tag)
+
+
+def _cached_seed(
+    client: docker.DockerClient, known: _Images | None, image_id: str, result: BuildResult, run_id: str
+) -> None:
+    """Fill `result`'s seed summary from a cached image: its labels, and its manifest when the
+    labels do not say it all (failed statements, or an image without the counts)."""
+    labels = known.labels.get(image_id) if known is not None else None
+    if labels is None:
+        labels = dict(client.images.get(image_id).attrs["Config"].get("Labels") or {})
+    if LABEL_SCENARIO_BYTES in labels:
+        result.scenario_bytes = int(labels[LABEL_SCENARIO_BYTES])
+    if labels.get(LABEL_SEED_FAILED) == "0" and LABEL_SEED_TABLES in labels and LABEL_SEED_ROWS in labels:
+        result.seed_tables = int(labels[LABEL_SEED_TABLES])
+        result.seed_rows = int(labels[LABEL_SEED_ROWS])
+        return
+    seed = _image_manifest(client, image_id, result.scenario, run_id).seed
+    result.seed_tables = seed.tables
+    result.seed_rows = sum(seed.rows.values())
+    result.failed_sql = list(seed.failed_statements)
+    result.failed_statements = len(seed.failed_statements)
+
+
+def _image_manifest(client: docker.DockerClient, image_id: str, scenario: str, run_id: str) -> ScenarioManifest:
+    """The manifest.json of an image, copied out of a container that is created, never started."""
+    container = client.api.create_container(
+        image_id, network_disabled=True, labels={**owner_labels(run_id, scenario), LABEL_ROLE: "build-read"},
+    )
+    try:
+        stream, _ = client.api.get_archive(container["Id"], f"{SCENARIO_DIR}/{MANIFEST_FILE}")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile(MANIFEST_FILE)
+            if member is None:
+                raise ImageBuildError(f"scenario {scenario!r}: image {image_id} has no {MANIFEST_FILE}",
+                                      scenario=scenario)
+            return ScenarioManifest.model_validate_json(member.read())
+    finally:
+        client.api.remove_container(container["Id"], force=True)
 
 
 def build_bundle(
@@ -242,24 +297,27 @@ def build_bundle(
     )
     stage = "seed"
     try:
-        ctx = render(bundle, base_image, foreign_keys=opts.foreign_keys, strict=opts.strict)
-        result.tag = ctx.tag
-        result.scenario_bytes = ctx.scenario_bytes
-        result.seed_tables = ctx.seed_stats.tables
-        result.seed_rows = ctx.seed_stats.total_rows
-        result.failed_sql = list(ctx.seed_stats.failed)
-        result.failed_statements = len(ctx.seed_stats.failed)
+        planned = plan(bundle, base_image, foreign_keys=opts.foreign_keys, strict=opts.strict)
+        result.tag = planned.tag
         repo = image_repo(bundle.id)
-        manifest_tools = ctx.manifest.tool_names
+        manifest_tools = planned.manifest.tool_names
 
         stage = "engine"
-        found = None if opts.rebuild else _lookup(client, known, ctx.tag)
+        found = None if opts.rebuild else _lookup(client, known, planned.tag)
         status: Status
         if found is not None:
             status = "cached"
             image_id, size = found
+            _cached_seed(client, known, image_id, result, run_id)
             result.tools = manifest_tools
         else:
+            stage = "seed"
+            ctx = planned.render()
+            result.scenario_bytes = ctx.scenario_bytes
+            result.seed_tables = ctx.seed_stats.tables
+            result.seed_rows = ctx.seed_stats.total_rows
+            result.failed_sql = list(ctx.seed_stats.failed)
+            result.failed_statements = len(ctx.seed_stats.failed)
             tools: list[str] | None = None
             if opts.check and checker is not None:
                 stage = "check"  # on the files, before building (see builder.checker)
@@ -291,7 +349,7 @@ def build_bundle(
             stage = "smoke"
             record = None if (opts.rebuild or status == "built") else load_record(image_id)
             if record is None and not quarantined:
-                record = _smoke(client, backend, ctx, bundle, opts.smoke_timeout_s, run_id)
+                record = _smoke(client, backend, planned.tag, bundle, opts.smoke_timeout_s, run_id)
                 save_record(image_id, record)
             result.smoke = record
             if record is not None and record.status == "failed":
@@ -370,14 +428,14 @@ def _remove_quietly(client: docker.DockerClient, image_id: str) -> None:
 
 
 def _smoke(
-    client: docker.DockerClient, backend: Any, ctx: BuildContext, bundle: ScenarioBundle, timeout_s: float,
+    client: docker.DockerClient, backend: Any, tag: str, bundle: ScenarioBundle, timeout_s: float,
     run_id: str,
 ) -> SmokeResult:
     if backend is None:
         from awm.runtime.docker_backend import DockerBackend
 
         backend = DockerBackend(client=client, run_id=run_id)
-    return smoke_test(backend, ctx.tag, bundle, ready_timeout_s=timeout_s)
+    return smoke_test(backend, tag, bundle, ready_timeout_s=timeout_s)
 
 
 def _matches(sid: str, patterns: Sequence[str]) -> bool:

@@ -1,7 +1,11 @@
 """Render a `ScenarioBundle` into a build context: the scenario's files and its Dockerfile.
 
-The image tag is a digest of everything that goes into the image (the scenario files and the
-base image tag), so an unchanged scenario maps to an image that already exists.
+The image tag is a digest of everything that goes into the image (the scenario files, the base
+image tag, the template), so an unchanged scenario maps to an image that already exists. The seed
+database enters it by what makes it (`awm.builder.catalog.seed.seed_digest`: its SQL, settings
+and format version), not by its bytes: `plan` knows the tag without running any SQL, and only a
+scenario whose image is missing pays for its seed (`ScenarioPlan.render`). For such a cached
+image the seed's counts are in its labels, the rest in its manifest.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import sqlite3
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import jinja2
 
 from awm import __version__
 from awm.builder.catalog.models import ScenarioBundle, SeedStats
-from awm.builder.catalog.seed import build_seed
+from awm.builder.catalog.seed import SeedLimits, build_seed, seed_digest
 from awm.core import labels as L
 from awm.core.naming import image_ref, image_repo
 from awm_server.contract import (
@@ -37,7 +42,7 @@ from awm_server.contract import (
     Versions,
 )
 
-__all__ = ["BuildContext", "dockerfile_word", "render"]
+__all__ = ["BuildContext", "ScenarioPlan", "dockerfile_word", "plan", "render"]
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -100,30 +105,86 @@ def _json(value: object) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
-def render(
+@cache
+def _template() -> tuple[str, jinja2.Template]:
+    """The Dockerfile template's text (part of the digest) and its compiled form."""
+    text = (TEMPLATES / "scenario.Dockerfile.j2").read_text()
+    env = jinja2.Environment(keep_trailing_newline=True, autoescape=False, undefined=jinja2.StrictUndefined)
+    env.filters["label"] = dockerfile_word
+    return text, env.from_string(text)
+
+
+@dataclass
+class ScenarioPlan:
+    """A scenario's image before its seed is built: its digest and every file but the seed's.
+
+    `files` holds neither seed.db nor manifest.json nor the Dockerfile; `manifest` has a
+    placeholder seed summary (the digest never covers it) until `render` builds the seed.
+    """
+
+    bundle: ScenarioBundle
+    base_image: str
+    foreign_keys: bool
+    strict: bool
+    digest: str
+    files: dict[str, bytes]
+    manifest: ScenarioManifest
+    labels: dict[str, str]
+
+    @property
+    def tag(self) -> str:
+        return image_ref(self.bundle.id, self.digest)
+
+    def render(self, limits: SeedLimits | None = None) -> BuildContext:
+        """Build the seed (in the SQL sandbox) and complete the build context.
+
+        Raises:
+            SeedError: the seed SQL was stopped, or in strict mode a statement failed.
+        """
+        with tempfile.TemporaryDirectory(prefix="awm-render-") as tmp:
+            seed_path = Path(tmp) / "seed.db"
+            stats = build_seed(self.bundle, seed_path, foreign_keys=self.foreign_keys, strict=self.strict,
+                               limits=limits)
+            seed = seed_path.read_bytes()
+        files = {**self.files, f"{CONTEXT_DIR}/{SEED_FILE}": seed}
+        manifest = self.manifest.model_copy(update={"seed": SeedSummary(
+            foreign_keys=stats.foreign_keys,
+            tables=stats.tables,
+            rows=stats.rows,
+            bytes=len(seed),
+            failed_statements=list(stats.failed),
+        )})
+        files[f"{CONTEXT_DIR}/{MANIFEST_FILE}"] = _json(manifest.model_dump(mode="json"))
+        own = sum(len(v) for k, v in files.items() if k.startswith(f"{CONTEXT_DIR}/"))
+        labels = {
+            **self.labels,
+            L.LABEL_SEED_FAILED: str(len(stats.failed)),
+            L.LABEL_SEED_TABLES: str(stats.tables),
+            L.LABEL_SEED_ROWS: str(stats.total_rows),
+            L.LABEL_SCENARIO_BYTES: str(own),
+        }
+        _, template = _template()
+        files["Dockerfile"] = template.render(
+            base_image=self.base_image, context_dir=CONTEXT_DIR, scenario_dir=SCENARIO_DIR, labels=labels
+        ).encode()
+        return BuildContext(scenario=self.bundle.id, digest=self.digest, files=files, seed_stats=stats,
+                            manifest=manifest)
+
+
+def plan(
     bundle: ScenarioBundle,
     base_image: str,
     *,
     foreign_keys: bool = True,
     strict: bool = False,
-) -> BuildContext:
-    """Render a scenario into a build context for `base_image`.
-
-    Raises:
-        SeedError: in strict mode, when a seed statement fails.
-    """
-    with tempfile.TemporaryDirectory(prefix="awm-render-") as tmp:
-        seed_path = Path(tmp) / "seed.db"
-        stats = build_seed(bundle, seed_path, foreign_keys=foreign_keys, strict=strict)
-        seed = seed_path.read_bytes()
-
+) -> ScenarioPlan:
+    """Everything about a scenario's image that is known without running its seed SQL."""
     verifiers = {
         flavour: {str(idx): {"function": v.function, "code": v.code} for idx, v in by_task.items()}
         for flavour, by_task in bundle.verifiers.items()
     }
     files = {
         f"{CONTEXT_DIR}/{MODULE_FILE}": bundle.env_code.encode(),
-        f"{CONTEXT_DIR}/{SEED_FILE}": seed,
         f"{CONTEXT_DIR}/{TASKS_FILE}": _json(bundle.tasks),
         f"{CONTEXT_DIR}/{VERIFIERS_FILE}": _json(verifiers),
     }
@@ -142,13 +203,7 @@ def render(
         shadowed_routes=[ToolRoute(name=r.name, method=r.method, path=r.path) for r in bundle.routes if r.shadowed],
         task_count=len(bundle.tasks),
         verifiers={f: sorted(int(i) for i in by) for f, by in verifiers.items()},
-        seed=SeedSummary(
-            foreign_keys=stats.foreign_keys,
-            tables=stats.tables,
-            rows=stats.rows,
-            bytes=len(seed),
-            failed_statements=list(stats.failed),
-        ),
+        seed=SeedSummary(foreign_keys=foreign_keys, tables=0, rows={}, bytes=0, failed_statements=[]),
         problems=[str(p) for p in bundle.problems],
         source_digest=source_digest,
         versions=Versions(awm=__version__, base_image=base_image, sqlite=sqlite3.sqlite_version),
@@ -156,14 +211,14 @@ def render(
     hasher = hashlib.sha256(base_image.encode())
     for name in sorted(files):
         hasher.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    # The manifest without its own digest, in the same bytes as always (unchanged digests).
-    hasher.update(_json(manifest.model_dump(mode="json", exclude={"image_digest"})))
-    template = (TEMPLATES / "scenario.Dockerfile.j2").read_text()
-    hasher.update(template.encode())
+    seed_key = seed_digest(bundle, foreign_keys=foreign_keys, strict=strict)
+    hasher.update(f"{CONTEXT_DIR}/{SEED_FILE}".encode() + b"\0" + bytes.fromhex(seed_key))
+    # The manifest without what the seed's run or the digest itself puts in it.
+    hasher.update(_json(manifest.model_dump(mode="json", exclude={"image_digest", "seed"})))
+    text, _ = _template()
+    hasher.update(text.encode())
     digest = hasher.hexdigest()[:16]
     manifest = manifest.model_copy(update={"image_digest": digest})
-    files[f"{CONTEXT_DIR}/{MANIFEST_FILE}"] = _json(manifest.model_dump(mode="json"))
-
     labels = {
         L.OCI_TITLE: image_repo(bundle.id),
         L.OCI_DESCRIPTION: bundle.name,
@@ -175,12 +230,21 @@ def render(
         L.LABEL_VERSION: __version__,
         L.LABEL_TOOLS: str(len(bundle.tools)),
         L.LABEL_TASKS: str(len(bundle.tasks)),
-        L.LABEL_SEED_FAILED: str(len(stats.failed)),
     }
-    env = jinja2.Environment(keep_trailing_newline=True, autoescape=False, undefined=jinja2.StrictUndefined)
-    env.filters["label"] = dockerfile_word
-    dockerfile = env.from_string(template).render(
-        base_image=base_image, context_dir=CONTEXT_DIR, scenario_dir=SCENARIO_DIR, labels=labels
-    )
-    files["Dockerfile"] = dockerfile.encode()
-    return BuildContext(scenario=bundle.id, digest=digest, files=files, seed_stats=stats, manifest=manifest)
+    return ScenarioPlan(bundle=bundle, base_image=base_image, foreign_keys=foreign_keys, strict=strict,
+                        digest=digest, files=files, manifest=manifest, labels=labels)
+
+
+def render(
+    bundle: ScenarioBundle,
+    base_image: str,
+    *,
+    foreign_keys: bool = True,
+    strict: bool = False,
+) -> BuildContext:
+    """Render a scenario into a build context for `base_image` (`plan`, then its seed).
+
+    Raises:
+        SeedError: the seed SQL was stopped, or in strict mode a statement failed.
+    """
+    return plan(bundle, base_image, foreign_keys=foreign_keys, strict=strict).render()

@@ -13,11 +13,17 @@ with `SeedError`, strict or not, since the database would be incomplete.
 original pipeline) and recorded in the stats. The file is byte-for-byte deterministic for the
 same input and SQLite version: it is built and vacuumed in a private folder, then renamed into
 place, so a reader never sees a half-built seed and an interrupted build leaves nothing behind.
+
+So a seed is known by what makes it (`seed_digest`): its statements in order, the settings and
+the seed code's format version; an image cache keyed on that needs no SQL run to be consulted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +32,7 @@ from awm.builder.catalog.sqlbox import (
     DEADLINE_SETTING,
     MAX_MB_SETTING,
     MIB,
+    SEED_FORMAT,
     BoxAbort,
     SeedLimits,
     private_folder,
@@ -33,7 +40,7 @@ from awm.builder.catalog.sqlbox import (
 )
 from awm.core.errors import SeedError
 
-__all__ = ["SeedLimits", "build_seed", "seed_checks", "seed_statements"]
+__all__ = ["SeedLimits", "build_seed", "seed_checks", "seed_digest", "seed_statements"]
 
 Stage = str  # "ddl" | "index" | "example" | "insert"
 
@@ -49,6 +56,23 @@ def seed_statements(bundle: ScenarioBundle) -> Iterator[tuple[Stage, str, str]]:
     for sample in bundle.sample.tables if bundle.sample else []:
         for sql in sample.insert_statements:
             yield "insert", sample.table_name, sql
+
+
+def seed_digest(bundle: ScenarioBundle, *, foreign_keys: bool = True, strict: bool = False) -> str:
+    """The sha256 of everything that decides the seed `build_seed` makes, without running it.
+
+    That is every statement in order (with its stage and table, which are in the failure
+    records), `foreign_keys`, `strict`, `SEED_FORMAT` and SQLite's version (which writes the
+    file). The limits are not in it: a seed that passes them is the same whatever they are,
+    and one that does not is never kept (see `awm.builder.catalog.sqlbox`).
+    """
+    head = {"format": SEED_FORMAT, "sqlite": sqlite3.sqlite_version, "foreign_keys": foreign_keys,
+            "strict": strict}
+    hasher = hashlib.sha256(json.dumps(head, sort_keys=True).encode() + b"\n")
+    for statement in seed_statements(bundle):
+        # One JSON array per line: no statement's text can pass for a boundary between two.
+        hasher.update(json.dumps(statement).encode() + b"\n")
+    return hasher.hexdigest()
 
 
 def build_seed(
