@@ -33,7 +33,10 @@ __all__ = [
     "LABEL_ROLE",
     "LABEL_RUN_ID",
     "LABEL_SCENARIO",
+    "LABEL_SCENARIO_BYTES",
     "LABEL_SEED_FAILED",
+    "LABEL_SEED_ROWS",
+    "LABEL_SEED_TABLES",
     "LABEL_SOURCE_DIGEST",
     "LABEL_TASKS",
     "LABEL_TOOLS",
@@ -64,6 +67,9 @@ LABEL_SOURCE_DIGEST = "awm.source-digest"  # the digest of the scenario's datase
 LABEL_TOOLS = "awm.tools"
 LABEL_TASKS = "awm.tasks"
 LABEL_SEED_FAILED = "awm.seed.failed-statements"
+LABEL_SEED_TABLES = "awm.seed.tables"
+LABEL_SEED_ROWS = "awm.seed.rows"  # in all tables
+LABEL_SCENARIO_BYTES = "awm.scenario-bytes"  # the scenario's own files (module, seed, tasks...)
 
 # OCI image annotations (https://github.com/opencontainers/image-spec/blob/main/annotations.md)
 OCI_TITLE = "org.opencontainers.image.title"
