@@ -113,6 +113,7 @@ class EnvRecord:
     isolation: Isolation | None = None  # None: not started by this project's runtime
     protections: Protections = frozenset()
     user: str | None = None  # who started it (awm.user); None for environments from before the label
+    token_key: str | None = None  # where its token is kept if it was started detached (`awm.runtime.tokens`)
 
 
 @runtime_checkable

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import wraps
 from typing import Any, TypeVar, cast
@@ -35,7 +35,15 @@ import httpx
 import requests
 from docker.models.containers import Container
 
-from awm.core.errors import AWMError, BackendUnavailable, EngineError, EnvStartTimeout, ImageNotFound
+from awm.core.errors import (
+    AWMError,
+    BackendUnavailable,
+    EngineError,
+    EnvNotFound,
+    EnvStartTimeout,
+    EnvUnavailable,
+    ImageNotFound,
+)
 from awm.core.labels import (
     LABEL_OWNER,
     LABEL_RUN_ID,
@@ -459,6 +467,25 @@ class DockerBackend:
     def is_running(self, env_id: str) -> bool:
         return self.state(env_id) == "running"
 
+    @contextlib.contextmanager
+    def reach(self, env_id: str) -> Iterator[str]:
+        """The base URL of a running environment's server (the same shape as KubernetesBackend's).
+
+        Raises:
+            EnvNotFound: no such container. EnvUnavailable: it is not running or has no address.
+        """
+        try:
+            attrs = self.client.api.inspect_container(env_id)
+        except docker.errors.NotFound as exc:
+            raise EnvNotFound(f"no environment container {env_id}", container_id=env_id) from exc
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            raise engine_error(exc, f"inspecting environment {env_id}", container_id=env_id) from exc
+        url = _url(attrs.get("NetworkSettings") or {})
+        if attrs["State"]["Status"] != "running" or url is None:
+            raise EnvUnavailable(f"environment {attrs['Name'].lstrip('/')} has no reachable address "
+                                 f"(status {attrs['State']['Status']})", container_id=env_id)
+        yield url
+
     @_engine_errors("listing environments")
     def list(self, *, run_id: str | None = None, all_owners: bool = True) -> list[EnvRecord]:
         filters: dict[str, str | builtins.list[str] | bool] = {
@@ -483,6 +510,7 @@ class DockerBackend:
                     isolation=_isolation_of(labels),
                     protections=_protections_of(labels),
                     user=labels.get(LABEL_USER),
+                    token_key=str(c.id),
                 )
             )
         return out
@@ -491,7 +519,8 @@ class DockerBackend:
     def gc(self) -> builtins.list[str]:  # `list` is the method above in this class
         """Remove environments of this host whose owning process is gone; return their ids."""
         removed = remove_orphans(self.client, [LABEL_RUN_ID])
-        kept = tokens.saved()  # listed first: a token is saved only once its container exists
+        # listed first: a token is saved only once its container exists; keys with "_" are pods
+        kept = {key for key in tokens.saved() if "_" not in key}
         listed = self.client.containers.list(ignore_removed=True, all=True, filters={"label": LABEL_RUN_ID})
         live = {c.id for c in listed}
         for env_id in kept - live:

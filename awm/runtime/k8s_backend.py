@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -48,13 +48,21 @@ from lightkube.resources.core_v1 import Event, Pod, PodTemplate
 from lightkube.types import CascadeType
 
 from awm import __version__
-from awm.core.errors import AWMError, BackendUnavailable, EnvStartTimeout, ImageNotFound
-from awm.core.labels import DETACHED, Owner, check_user_labels, new_run_id
+from awm.core.errors import (
+    AWMError,
+    BackendUnavailable,
+    EnvNotFound,
+    EnvStartTimeout,
+    EnvUnavailable,
+    ImageNotFound,
+)
+from awm.core.labels import DETACHED, Owner, check_user_labels, current_user, new_run_id
 from awm.runtime import reaper, tokens
 from awm.runtime.base import EnvRecord, Isolation, Protection, Resources, StartOptions
 from awm.runtime.env import Env
 from awm.runtime.k8s_objects import (
     ANNOTATION_OWNER,
+    ANNOTATION_USER,
     LABEL_LEASE,
     LABEL_ROLE,
     LABEL_RUN_ID,
@@ -76,6 +84,7 @@ __all__ = [
     "AsyncKubernetesBackend",
     "KubernetesBackend",
     "OwnerLease",
+    "PortForward",
     "collect_expired",
     "prepare_models",
     "scenario_of",
@@ -397,6 +406,25 @@ def _drain(proc: subprocess.Popen[str]) -> None:
             pass
 
 
+class PortForward:
+    """A running `kubectl port-forward` to one pod's server: `url` on 127.0.0.1 until `close()`."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc, self.url = proc, url
+        # kubectl writes a line per connection: keep reading, or it blocks once the pipe is full
+        self._drain = threading.Thread(target=_drain, args=(proc,), name="awm-forward", daemon=True)
+        self._drain.start()
+
+    def wait(self) -> int:
+        """Block until kubectl exits (the pod went away, or the tunnel broke); its exit code."""
+        return self.proc.wait()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._drain.join(5)
+
+
 def _failure(pod: dict[str, Any]) -> tuple[type[AWMError], str] | None:
     """Why a starting pod will never become ready, or None while it still may."""
     status = pod.get("status") or {}
@@ -468,7 +496,7 @@ class KubernetesBackend:
         self.lease = OwnerLease(self.api, self.run_id, lease_duration_s)
         self.watch = _PodWatch(self.api, {LABEL_LEASE: self.lease.name})
         self._template: dict[str, Any] | None = None
-        self._forwards: dict[str, tuple[subprocess.Popen[str], str, threading.Thread]] = {}  # pod -> kubectl
+        self._forwards: dict[str, PortForward] = {}  # pod -> its kept forward
         self._owned: set[str] = set()  # pods of this backend's Lease still tracked by the reaper
 
     @staticmethod
@@ -538,7 +566,8 @@ class KubernetesBackend:
             name=name,
             image=image,
             labels=labels,
-            annotations={ANNOTATION_OWNER: DETACHED if opts.detached else str(Owner.current())},
+            annotations={ANNOTATION_OWNER: DETACHED if opts.detached else str(Owner.current()),
+                         ANNOTATION_USER: current_user()},
             env={**opts.env, tokens.TOKEN_HASH_VAR: tokens.token_hash(token)},
             owner_references=owner_refs,
             # the template's limits stand unless the caller asked for others
@@ -549,6 +578,8 @@ class KubernetesBackend:
             self._owned.add(name)
             reaper.track(name, lambda: self.stop(name))
         try:
+            if opts.detached:  # later `awm env reset/verify NAME --backend k8s` commands need the token
+                tokens.save(self.token_key(name), token)
             base_url = self._wait_ready(name, image, scenario, opts)
         except BaseException:
             self.stop(name)
@@ -617,12 +648,21 @@ class KubernetesBackend:
     def _url(self, name: str, ip: str) -> str:
         if self.connect == "pod-ip":
             return f"http://{ip}:{self.server_port}"
-        return self._port_forward(name)
+        kept = self._forwards.get(name)
+        if kept is None or kept.proc.poll() is not None:  # kept until `stop`; kubectl may give up on errors
+            if kept is not None:
+                log.info("kubectl port-forward to pod %s ended (exit %s); opening a new one",
+                         name, kept.proc.returncode)
+                kept.close()
+            kept = self._forwards[name] = self.port_forward(name)
+        return kept.url
 
-    def _port_forward(self, name: str) -> str:
-        """A local URL forwarded to the pod's server by `kubectl port-forward`, kept until `stop`."""
-        if name in self._forwards:
-            return self._forwards[name][1]
+    def port_forward(self, name: str, local_port: int = 0) -> PortForward:
+        """Forward 127.0.0.1:`local_port` (any free one when 0) to pod `name`'s server.
+
+        Raises:
+            BackendUnavailable: kubectl is missing, or it could not forward (its message says why).
+        """
         kubectl = shutil.which("kubectl")
         if kubectl is None:
             raise BackendUnavailable(
@@ -630,8 +670,8 @@ class KubernetesBackend:
                 hint="install kubectl, or run in the cluster with connect='pod-ip'",
             )
         proc = subprocess.Popen(
-            [kubectl, "port-forward", "-n", self.namespace, f"pod/{name}", f":{self.server_port}",
-             "--address", "127.0.0.1"],
+            [kubectl, "port-forward", "-n", self.namespace, f"pod/{name}",
+             f"{local_port or ''}:{self.server_port}", "--address", "127.0.0.1"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert proc.stdout is not None
@@ -640,13 +680,39 @@ class KubernetesBackend:
         if match is None:
             proc.kill()
             rest = proc.communicate()[0]
-            raise BackendUnavailable(f"kubectl port-forward to pod {name} failed: {(line + rest).strip()}")
-        # kubectl writes a line per connection: keep reading, or it blocks once the pipe is full
-        drain = threading.Thread(target=_drain, args=(proc,), name=f"awm-forward-{name}", daemon=True)
-        drain.start()
-        url = f"http://127.0.0.1:{match.group(1)}"
-        self._forwards[name] = (proc, url, drain)
-        return url
+            raise BackendUnavailable(f"kubectl port-forward to pod {name} failed: {(line + rest).strip()}",
+                                     container_id=name, hint=_K8S_HINT)
+        return PortForward(proc, f"http://127.0.0.1:{match.group(1)}")
+
+    @contextlib.contextmanager
+    def reach(self, env_id: str) -> Iterator[str]:
+        """The base URL of a running environment's server, for the length of the block.
+
+        In the cluster that is the pod's IP; outside it, a port-forward opened for the block
+        (or the one this backend keeps for a pod it started).
+
+        Raises:
+            EnvNotFound: no such pod. EnvUnavailable: it is not running or has no IP yet.
+        """
+        pod = self._pod(env_id, cached=False)
+        if pod is None:
+            raise EnvNotFound(f"no environment pod {self.namespace}/{env_id}", container_id=env_id)
+        status = pod.get("status") or {}
+        if status.get("phase") != "Running" or not status.get("podIP"):
+            raise EnvUnavailable(f"environment pod {self.namespace}/{env_id} is {status.get('phase') or 'Pending'}",
+                                 container_id=env_id, hint=_K8S_HINT)
+        if self.connect == "pod-ip" or env_id in self._forwards:
+            yield self._url(env_id, status["podIP"])
+            return
+        forward = self.port_forward(env_id)
+        try:
+            yield forward.url
+        finally:
+            forward.close()
+
+    def token_key(self, env_id: str) -> str:
+        """Where a detached pod's token is kept (`awm.runtime.tokens`): namespace and name."""
+        return f"k8s_{self.namespace}_{env_id}"
 
     def _pod(self, name: str, *, cached: bool = True) -> dict[str, Any] | None:
         if cached:
@@ -664,12 +730,10 @@ class KubernetesBackend:
     def stop(self, env_id: str) -> None:
         reaper.untrack(env_id)
         self._owned.discard(env_id)
+        tokens.forget(self.token_key(env_id))
         forward = self._forwards.pop(env_id, None)
         if forward is not None:
-            proc, _, drain = forward
-            proc.kill()
-            proc.wait()
-            drain.join(5)
+            forward.close()
         with contextlib.suppress(ApiError):
             self.api.call(
                 f"deleting pod {env_id}",
@@ -737,6 +801,9 @@ class KubernetesBackend:
                 run_id=labels.get(LABEL_RUN_ID),
                 owner=annotations.get(ANNOTATION_OWNER),
                 base_url=f"http://{ip}:{self.server_port}" if ip else None,
+                protections=frozenset({Protection.TOKEN}),  # the network is the namespace's policies
+                user=annotations.get(ANNOTATION_USER),
+                token_key=self.token_key(meta["name"]),
             ))
         return out
 
@@ -749,12 +816,25 @@ class KubernetesBackend:
             pods = self.client.list(Pod, namespace=self.namespace, labels=_selector(LABEL_LEASE, lease))
             return [p.metadata.name for p in pods if p.metadata and p.metadata.name]
 
-        return collect_expired(self.api, self.lease.name, owned)
+        removed = collect_expired(self.api, self.lease.name, owned)
+        self._forget_stale_tokens()
+        return removed
+
+    def _forget_stale_tokens(self) -> None:
+        """Drop the kept tokens of this namespace's detached pods that are gone."""
+        prefix = self.token_key("")
+        kept = {key for key in tokens.saved() if key.startswith(prefix)}  # listed first, as in DockerBackend.gc
+        if not kept:
+            return
+        live = {self.token_key(r.id) for r in self.list()}
+        for key in kept - live:
+            tokens.forget(key)
 
     def close(self) -> None:
         """Delete this backend's Lease (its pods follow) and stop the watch."""
-        for name in list(self._forwards):
-            self.stop(name)
+        for forward in self._forwards.values():  # only the tunnels: detached pods stay
+            forward.close()
+        self._forwards.clear()
         for name in list(self._owned):  # deleting the Lease deletes them
             reaper.untrack(name)
         self._owned.clear()

@@ -22,6 +22,7 @@ from awm.runtime.base import Resources
 
 __all__ = [
     "ANNOTATION_OWNER",
+    "ANNOTATION_USER",
     "API_SANDBOX_EXT",
     "ENV_CONTAINER",
     "LABEL_LEASE",
@@ -52,6 +53,7 @@ LABEL_ROLE = "awm.io/role"  # "env" on environment pods, "owner" on ownership Le
 LABEL_LEASE = "awm.io/lease"  # the Lease that owns an environment pod or claim
 LABEL_RUNNER = "awm.io/runner"  # "true" on pods and namespaces allowed to reach environments
 ANNOTATION_OWNER = "awm.io/owner"  # host:pid:start-time, or "detached"
+ANNOTATION_USER = "awm.io/user"  # who started it: `awm env stop --all` removes only one's own
 ROLE_ENV = "env"
 ROLE_OWNER = "owner"
 

@@ -5,8 +5,11 @@ The runtime makes a token for each environment it starts (`new_token`) and gives
 sends it as `Authorization: Bearer`. A detached environment (`awm env start`) outlives the
 process that started it, so its token is kept in a file only the user can read:
 
-    $AWM_STATE_DIR/tokens/<container id>            (mode 0600, folder 0700)
+    $AWM_STATE_DIR/tokens/<key>            (mode 0600, folder 0700)
     $AWM_STATE_DIR defaults to $XDG_STATE_HOME/awm, else ~/.local/state/awm
+
+The key is a Docker container's id, or `k8s_<namespace>_<pod>` for a pod (`_` is in no
+container id, namespace or pod name, so keys never meet); `EnvRecord.token_key` names it.
 
 `awm env reset/verify NAME` read it from there; `awm env stop` and `awm env gc` remove it.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -42,35 +46,38 @@ def token_dir() -> Path:
     return Path(state) / "tokens"
 
 
-def _path(env_id: str) -> Path:
-    if not env_id or not all(c.isalnum() for c in env_id):  # a container id: hex only
-        raise ValueError(f"not an environment id: {env_id!r}")
-    return token_dir() / env_id
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,299}")  # a file name, never a path or a dotfile
 
 
-def save(env_id: str, token: str) -> Path:
+def _path(key: str) -> Path:
+    if not _KEY.fullmatch(key):
+        raise ValueError(f"not an environment's token key: {key!r}")
+    return token_dir() / key
+
+
+def save(key: str, token: str) -> Path:
     """Keep a detached environment's token, readable by this user only."""
     folder = token_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder.chmod(0o700)
-    path = _path(env_id)
+    path = _path(key)
     atomic_write(path, token, mode=0o600)  # made 0600 (mkstemp) and kept so
     return path
 
 
-def load(env_id: str) -> str | None:
+def load(key: str) -> str | None:
     try:
-        return _path(env_id).read_text().strip() or None
+        return _path(key).read_text().strip() or None
     except (OSError, ValueError):
         return None
 
 
-def forget(env_id: str) -> None:
-    with contextlib.suppress(ValueError):  # not an id: nothing was kept under it
-        _path(env_id).unlink(missing_ok=True)
+def forget(key: str) -> None:
+    with contextlib.suppress(ValueError):  # not a key: nothing was kept under it
+        _path(key).unlink(missing_ok=True)
 
 
 def saved() -> set[str]:
-    """The ids of environments whose token is kept."""
+    """The keys of the kept tokens."""
     folder = token_dir()
     return {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.is_dir() else set()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import pytest
@@ -16,6 +18,9 @@ from awm.runtime.agent_sandbox import AgentSandboxBackend
 from awm.runtime.k8s_backend import KubernetesBackend
 from tests.helpers import EXAMPLES
 from tests.k8s.fake_api import FakeKube, Obj
+
+if TYPE_CHECKING:
+    from tests.k8s.docker_kubelet import DockerKubelet
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT.parent / "shared" / "vendor" / "agent-sandbox" / "crds"
@@ -127,3 +132,16 @@ def images(docker_client: docker.DockerClient) -> dict[str, str]:
     failed = [f"{r.scenario}: {r.error}" for r in results if r.status == "failed"]
     assert not failed, failed
     return {r.scenario: str(r.tag) for r in results}
+
+
+@pytest.fixture
+def kubelet(docker_client: docker.DockerClient) -> Iterator[DockerKubelet]:
+    """A fake kubelet running pods as Docker containers of their real image (docker_kubelet.py)."""
+    from tests.k8s.docker_kubelet import LABEL, DockerKubelet, remove
+
+    run = uuid.uuid4().hex[:8]
+    network = docker_client.networks.create(f"awm-k8s-test-{run}", driver="bridge", internal=True)
+    yield DockerKubelet(docker_client, network.name, run)
+    for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL}={run}"}):
+        remove(docker_client, c.id)
+    network.remove()

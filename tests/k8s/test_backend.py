@@ -306,12 +306,37 @@ def test_from_outside_the_cluster_pods_are_reached_through_a_port_forward(
         assert env.healthy()
         assert (tmp_path / "args").read_text().split() == [
             "port-forward", "-n", "awm", f"pod/{env.id}", ":8000", "--address", "127.0.0.1"]
-        [(proc, _, _)] = backend._forwards.values()
+        [forward] = backend._forwards.values()
         env.stop()
-        assert proc.poll() is not None
+        assert forward.proc.poll() is not None
         assert backend._forwards == {}
     finally:
         backend.close()
+
+
+def test_a_port_forward_that_kubectl_gave_up_is_opened_again(
+    fake: FakeKube, env_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kubectl port-forward exits on some errors (a lost connection to the pod): the first one
+    # here exits at once, after its first line; the next one stays.
+    fake_kubectl(tmp_path, f'echo run >> {tmp_path}/runs\n'
+                           f'echo "Forwarding from 127.0.0.1:{env_server} -> 8000"\n'
+                           f'[ "$(wc -l < {tmp_path}/runs)" -gt 1 ] && exec sleep 600\nexit 1\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    backend = KubernetesBackend(fake.client(), connect="port-forward")
+    try:
+        env = backend.start(IMAGE)
+        [first] = backend._forwards.values()
+        first.proc.wait(10)
+        with backend.reach(env.id) as url:
+            assert url == f"http://127.0.0.1:{env_server}"
+        [second] = backend._forwards.values()
+        assert second is not first
+        assert second.proc.poll() is None
+        assert (tmp_path / "runs").read_text().count("run") == 2
+    finally:
+        backend.close()
+    assert second.proc.poll() is not None  # close() ends the tunnels it kept
 
 
 def test_a_failing_port_forward_is_reported(
