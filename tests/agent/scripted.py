@@ -1,4 +1,4 @@
-"""A scripted OpenAI-compatible chat server for the agent tests: real HTTP on 127.0.0.1.
+"""A scripted OpenAI-compatible chat server for the agent tests (HTTP: tests/openai_server.py).
 
 `POST /v1/chat/completions` is answered by a policy, a function of the request body that returns
 the assistant message (`{"content": ...}` and/or `{"tool_calls": [...]}`). Every request is
@@ -9,12 +9,11 @@ context-length error), as vLLM and OpenAI do.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from awm.builder.catalog.solutions import Solution
+from tests.openai_server import Answer, ScriptedServer, chat_completion
 
 Policy = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -22,49 +21,16 @@ OVERFLOW = {"message": "This model's maximum context length is 32768 tokens. How
             "type": "invalid_request_error", "code": "context_length_exceeded"}
 
 
-class ScriptedModel:
+class ScriptedModel(ScriptedServer):
     """The server; `url` is its base URL (``http://127.0.0.1:<port>/v1``)."""
 
     def __init__(self, policy: Policy) -> None:
+        super().__init__()
         self.policy = policy
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int] = []
         self.faults: list[tuple[int, dict[str, Any]]] = []
         self.scheduled: dict[int, tuple[int, dict[str, Any]]] = {}  # request number (from 1) -> fault
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-                status, payload = server.answer(self.path, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> ScriptedModel:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def fail_next(self, status: int, times: int = 1, error: dict[str, Any] | None = None) -> None:
         with self.lock:
@@ -79,28 +45,21 @@ class ScriptedModel:
         with self.lock:
             return list(self.requests)
 
-    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def answer(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Answer:
         with self.lock:
             self.requests.append(body)
             fault = self.faults.pop(0) if self.faults else self.scheduled.pop(len(self.requests), None)
+            number = len(self.requests)
         if fault is not None:
             with self.lock:
                 self.statuses.append(fault[0])
-            return fault
+            return fault[0], fault[1], {}
         if not path.endswith("/chat/completions"):
-            return 404, {"error": {"message": f"no route {path}"}}
+            return 404, {"error": {"message": f"no route {path}"}}, {}
         message = {"role": "assistant", "content": None, **self.policy(body)}
         with self.lock:
             self.statuses.append(200)
-        prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4
-        completion = len(str(message.get("content") or "")) // 4 + 1
-        return 200, {
-            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": 0,
-            "model": body.get("model", ""),
-            "choices": [{"index": 0, "message": message,
-                         "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-        }
+        return 200, chat_completion(body, message, number), {}
 
 
 # -- policies --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A scripted OpenAI-compatible HTTP server for the synthesis tests: real HTTP on 127.0.0.1.
+"""A scripted OpenAI-compatible server for the synthesis tests (HTTP: tests/openai_server.py).
 
 It answers `POST /v1/chat/completions` from fixture replies (tests/fixtures/synth/*.json): the
 reply whose `match` strings all occur in the request's first user message, and whose `feedback`
@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from awm.builder.synth.dedupe import words
 from awm.builder.synth.dialogue import FEEDBACK_HEADER
+from tests.openai_server import Answer, ScriptedServer, chat_completion
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "synth"
 DIMENSIONS = 64
@@ -47,67 +46,17 @@ def bag_of_words(text: str) -> list[float]:
     return vector
 
 
-class ScriptedLLM:
+class ScriptedLLM(ScriptedServer):
     """The server; `url` is its base URL (`http://127.0.0.1:<port>/v1`)."""
 
     def __init__(self, entries: list[dict[str, Any]] | None = None) -> None:
+        super().__init__()
         self.entries = entries if entries is not None else load_entries()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []  # {"status", "retry_after"?} or {"delay"}
         self.reasoning = False
         # Replies made on the fly: request body -> reply text (None: look in the fixtures).
         self.responder: Callable[[dict[str, Any]], str | None] | None = None
-        self.in_flight = 0
-        self.max_in_flight = 0  # the most chat requests the server held at once (concurrency, seen here)
-        self.lock = threading.Lock()
-        self.arrived = threading.Condition(self.lock)
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with server.lock:
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                    server.arrived.notify_all()
-                try:
-                    status, payload, headers = server.answer(self.path, body, dict(self.headers.items()))
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def start(self) -> ScriptedLLM:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
         with self.lock:
@@ -142,8 +91,7 @@ class ScriptedLLM:
 
     # -- answering --------------------------------------------------------------------------
 
-    def answer(self, full_path: str, body: dict[str, Any],
-               headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer(self, full_path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
         path = full_path.split("?", 1)[0]
         with self.lock:
             fault = self.faults.pop(0) if self.faults else None
@@ -178,16 +126,8 @@ class ScriptedLLM:
             return 400, {"error": {"message": f"no scripted reply for this request: {first!r}",
                                    "type": "invalid_request_error"}}, {}
         record["entry"] = entry["id"]
-        prompt_tokens = sum(len(m.get("content") or "") for m in body.get("messages", [])) // 4
-        completion_tokens = len(entry["reply"]) // 4
-        return 200, {
-            "id": f"chatcmpl-{entry['id']}", "object": "chat.completion", "created": 0,
-            "model": body.get("model", ""),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": entry["reply"]}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }, {}
+        message = {"role": "assistant", "content": entry["reply"]}
+        return 200, chat_completion(body, message, entry["id"]), {}
 
     def refuse(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """OpenAI's 400 for parameters a reasoning model does not take (None: accepted)."""
