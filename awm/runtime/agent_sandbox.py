@@ -39,6 +39,8 @@ from awm.runtime.k8s_backend import (
     Api,
     OwnerLease,
     collect_expired,
+    create_once,
+    env_when_ready,
     prepare_models,
     scenario_of,
 )
@@ -144,34 +146,15 @@ class AgentSandboxBackend:
             owner_references=owner_refs,
             shutdown_time=(datetime.now(UTC) + timedelta(seconds=self.claim_ttl_s)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
-        try:
-            self.api.call(
-                f"claiming a sandbox of {scenario}",
-                lambda: self.client.create(cast(GenericNamespacedResource, SandboxClaim.from_dict(claim)),
-                                           namespace=self.namespace),
-                allow=(409,),
-            )
-        except ApiError:
-            log.info("claim %s already exists: a retried create found it", name)
+        create_once(self.api, f"claiming a sandbox of {scenario}", name,
+                    lambda: self.client.create(cast(GenericNamespacedResource, SandboxClaim.from_dict(claim)),
+                                               namespace=self.namespace))
         if not opts.detached:
             self._owned.add(name)
             reaper.track(name, lambda: self.stop(name))
-        try:
-            base_url = self._wait_ready(name, image, scenario, opts.timeouts.start_s)
-        except BaseException:
-            self.stop(name)
-            raise
-        return Env(
-            backend=self,
-            env_id=name,
-            name=name,
-            image=image,
-            scenario=scenario,
-            base_url=base_url,
-            token=None,
-            request_timeout_s=opts.timeouts.request_s,
-            isolation=opts.isolation,
-        )
+        return env_when_ready(self, name, image, scenario, opts,
+                              lambda: self._wait_ready(name, image, scenario, opts.timeouts.start_s),
+                              token=None, protections=frozenset())
 
     def _claim(self, name: str) -> dict[str, Any] | None:
         try:

@@ -58,7 +58,7 @@ from awm.core.errors import (
 )
 from awm.core.labels import DETACHED, Owner, check_user_labels, current_user, new_run_id
 from awm.runtime import reaper, tokens
-from awm.runtime.base import EnvRecord, Isolation, Protection, Resources, StartOptions
+from awm.runtime.base import Backend, EnvRecord, Isolation, Protection, Resources, StartOptions
 from awm.runtime.env import Env
 from awm.runtime.k8s_objects import (
     ANNOTATION_OWNER,
@@ -86,6 +86,8 @@ __all__ = [
     "OwnerLease",
     "PortForward",
     "collect_expired",
+    "create_once",
+    "env_when_ready",
     "prepare_models",
     "scenario_of",
 ]
@@ -324,6 +326,41 @@ def collect_expired(api: Api, keep: str, owned: Callable[[str], list[str]]) -> l
         log.info("deleted expired Lease %s; its %d environment(s) follow", name, len(objects))
         removed += objects
     return removed
+
+
+def create_once(api: Api, what: str, name: str, create: Callable[[], object]) -> None:
+    """Create an object under a name chosen here: a 409 means an earlier attempt made it.
+
+    That attempt timed out on our side after the server had taken it, so the object is ours.
+    """
+    try:
+        api.call(what, create, allow=(409,))
+    except ApiError:
+        log.info("%s already exists: a retried create found it", name)
+
+
+def env_when_ready(
+    backend: Backend, name: str, image: str, scenario: str, opts: StartOptions, wait: Callable[[], str],
+    *, token: str | None, protections: frozenset[Protection],
+) -> Env:
+    """The handle of a created pod or claim once `wait()` gives its URL; removed if that fails."""
+    try:
+        base_url = wait()
+    except BaseException:
+        backend.stop(name)
+        raise
+    return Env(
+        backend=backend,
+        env_id=name,
+        name=name,
+        image=image,
+        scenario=scenario,
+        base_url=base_url,
+        token=token,
+        request_timeout_s=opts.timeouts.request_s,
+        isolation=opts.isolation,
+        protections=protections,
+    )
 
 
 class _PodWatch:
@@ -573,41 +610,19 @@ class KubernetesBackend:
             # the template's limits stand unless the caller asked for others
             resources=None if opts.resources == Resources() else opts.resources,
         )
-        self._create(pod, image)
+        create_once(self.api, f"creating pod {name} ({image})", name,
+                    lambda: self.client.create(cast(Pod, Pod.from_dict(pod)), namespace=self.namespace))
         if not opts.detached:
             self._owned.add(name)
             reaper.track(name, lambda: self.stop(name))
-        try:
+
+        def ready() -> str:
             if opts.detached:  # later `awm env reset/verify NAME --backend k8s` commands need the token
                 tokens.save(self.token_key(name), token)
-            base_url = self._wait_ready(name, image, scenario, opts)
-        except BaseException:
-            self.stop(name)
-            raise
-        return Env(
-            backend=self,
-            env_id=name,
-            name=name,
-            image=image,
-            scenario=scenario,
-            base_url=base_url,
-            token=token,
-            request_timeout_s=opts.timeouts.request_s,
-            isolation=opts.isolation,
-            protections=frozenset({Protection.TOKEN}),
-        )
+            return self._wait_ready(name, image, scenario, opts)
 
-    def _create(self, pod: dict[str, Any], image: str) -> None:
-        """Create the pod; a 409 means an earlier attempt (timed out on our side) made it."""
-        name = pod["metadata"]["name"]
-        try:
-            self.api.call(
-                f"creating pod {name} ({image})",
-                lambda: self.client.create(cast(Pod, Pod.from_dict(pod)), namespace=self.namespace),
-                allow=(409,),
-            )
-        except ApiError:
-            log.info("pod %s already exists: a retried create found it", name)
+        return env_when_ready(self, name, image, scenario, opts, ready, token=token,
+                              protections=frozenset({Protection.TOKEN}))
 
     def _wait_ready(self, name: str, image: str, scenario: str, opts: StartOptions) -> str:
         timeout_s = opts.timeouts.start_s
