@@ -1,9 +1,10 @@
 """Verifiers and request bodies attacking a running environment from the inside and the outside.
 
 A crafted scenario whose verifiers attack: read PID 1's environment, write the working
-database, signal PID 1, connect to the control plane and to the host, fill /tmp, print 100 MB.
-The container runs as `docker run -e AWM_CONTROL_TOKEN=...` would (hardened, 512 MiB); each
-attack is denied by Landlock or contained, the server stays healthy and the database unchanged.
+database, signal PID 1, connect to the control plane and to the host, fill /tmp, print 100 MB,
+send UDP, connect to a unix socket, set up io_uring, ptrace PID 1. The container runs as
+`docker run -e AWM_CONTROL_TOKEN=...` would (hardened, 512 MiB); each attack is denied by
+Landlock or the seccomp filter or contained, the server stays healthy and the database unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from awm.runtime.client import EnvClient
 from awm.runtime.docker_backend import sandbox_options
 from tests.helpers import derive_dataset, remove_scenario_images
 from tests.image.conftest import TEST_LABEL
+from tests.server.syscalls import SYSCALLS
 
 pytestmark = pytest.mark.docker
 
@@ -64,6 +66,40 @@ def verify_task_completion(initial_db_path, final_db_path, final_answer=None):
         print(block)
     return {"result": "complete"}
 '''
+BEYOND_LANDLOCK = SYSCALLS + '''
+import errno, json, socket
+def verify_task_completion(initial_db_path, final_db_path, final_answer=None):
+    target = json.loads(final_answer)
+    seen = {}
+    def attempt(name, fn):
+        try:
+            seen[name] = "done: " + repr(fn())[:200]
+        except OSError as exc:
+            seen[name] = errno.errorcode.get(exc.errno, str(exc.errno))
+    attempt("udp_send", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"leak", tuple(target["udp"])))
+    attempt("unix_connect", lambda: socket.socket(socket.AF_UNIX).connect(target["unix"]))
+    attempt("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW))
+    attempt("io_uring_setup", io_uring)
+    attempt("ptrace_pid1", lambda: syscall("ptrace", 16, 1, 0, 0))  # PTRACE_ATTACH
+    attempt("process_vm_readv_pid1", lambda: syscall("process_vm_readv", 1, None, 0, None, 0, 0))
+    attempt("unshare_user", lambda: syscall("unshare", 0x10000000))  # CLONE_NEWUSER
+    attempt("keyctl", lambda: syscall("keyctl", 0, -3, 0))  # the session keyring's id
+    return {"result": "others", "seen": seen}
+'''
+# Listens inside the container, for the verifier: UDP on 127.0.0.1:9999 and a pathname unix
+# socket; writes the first datagram it receives to a file.
+LISTENER = """
+import socket
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 9999))
+unix = socket.socket(socket.AF_UNIX)
+unix.bind("/tmp/listener/unix.sock")
+unix.listen()
+open("/tmp/listener/ready", "w").close()
+data = udp.recv(64)
+with open("/tmp/listener/first-datagram", "wb") as f:
+    f.write(data)
+"""
 PEEK_ROUTE = """
 
 @app.get("/peek_environ", operation_id="peek_environ", summary="What the module can see", tags=["test"])
@@ -87,7 +123,7 @@ def attack_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.Te
         "pantrypal_recipe_planner",
         "Attacked Pantry (Test)",
         env_code=_with_peek_route,
-        verifiers={0: ATTACKS, 1: FLOODS},
+        verifiers={0: ATTACKS, 1: FLOODS, 3: BEYOND_LANDLOCK},  # task 2's stays honest
     )
     (result,) = build_images(load_catalog(root).bundles.values(), client=docker_client)
     assert result.status in ("built", "cached"), result.error
@@ -108,10 +144,24 @@ class Running:
     def http(self, timeout: float = 60.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=self.auth, timeout=timeout)
 
+    def _exec(self, cmd: list[str]) -> tuple[int | None, str]:
+        code, out = self.container.exec_run(cmd, user="10001:10001")
+        assert isinstance(out, bytes)  # not streamed
+        return code, out.decode()
+
     def exec(self, *cmd: str) -> str:
-        code, out = self.container.exec_run(list(cmd), user="10001:10001")
+        code, out = self._exec(list(cmd))
         assert code == 0, out
-        return str(out.decode())
+        return out
+
+    def wait_for_file(self, path: str) -> str:
+        deadline = time.monotonic() + 30
+        while True:
+            code, out = self._exec(["cat", path])
+            if code == 0:
+                return out
+            assert time.monotonic() < deadline, f"{path} never appeared"
+            time.sleep(0.1)
 
     def alive(self) -> bool:
         self.container.reload()
@@ -120,13 +170,14 @@ class Running:
 
 
 @pytest.fixture
-def run_by_hand(docker_client: docker.DockerClient) -> Iterator[Callable[[str], Running]]:
+def run_by_hand(docker_client: docker.DockerClient) -> Iterator[Callable[[str | None], Running]]:
     """`docker run -e AWM_CONTROL_TOKEN=...` with the project's hardening (512 MiB, read-only)."""
     started: list[Container] = []
 
-    def run(image: str) -> Running:
+    def run(image: str | None) -> Running:
+        assert image is not None, "the build gave no tag"
         token = secrets.token_urlsafe(24)
-        container = docker_client.containers.run(
+        container: Container = docker_client.containers.run(  # type: ignore[call-overload]  # stubs want port ints
             image,
             detach=True,
             environment={"AWM_CONTROL_TOKEN": token},
@@ -163,12 +214,13 @@ def _snapshot(env: Running) -> bytes:
 
 
 def test_verifier_attacks_are_denied_with_landlock(
-    attack_image: BuildResult, run_by_hand: Callable[[str], Running]
+    attack_image: BuildResult, run_by_hand: Callable[[str | None], Running]
 ) -> None:
     env = run_by_hand(attack_image.tag)
     with env.http() as http:
         sandbox = http.get("/_awm/info").json()["sandbox"]
     assert sandbox["landlock_abi"] >= 6, sandbox  # this machine's kernel reports 7
+    assert sandbox["seccomp"] is True
     assert sandbox["missing"] == []
     gateway = env.container.attrs["NetworkSettings"]["Networks"]["bridge"]["Gateway"]
     before = _snapshot(env)
@@ -180,13 +232,14 @@ def test_verifier_attacks_are_denied_with_landlock(
     assert reply.status_code == 200, result
     assert result["error"] is None, result
     assert result["sandbox"]["landlock_abi"] == sandbox["landlock_abi"]
+    assert result["sandbox"]["seccomp"] is True
     seen = result["value"]["seen"]
     assert seen["read_environ"] == "EACCES"
     assert seen["open_working_db"] == "EACCES"
     assert seen["sql_working_db"] == "sqlite: unable to open database file"
     assert seen["truncate_working_db"] == "EACCES"
     assert seen["sigterm_pid1"] == seen["sigkill_pid1"] == "EPERM"
-    assert seen["control_plane"] == seen["gateway"] == "EACCES"  # Landlock's answer, not the network's
+    assert seen["control_plane"] == seen["gateway"] == "EACCES"  # the sandbox's answer, not the network's
     assert seen["fill_tmp"] == "EACCES"
     assert all(seen[f"fill_scratch_{i}"].startswith("done") for i in range(4)), seen
 
@@ -199,8 +252,49 @@ def test_verifier_attacks_are_denied_with_landlock(
     env.exec("python", "-c", "import socket; socket.create_connection(('127.0.0.1', 8000), timeout=3).close()")
 
 
+def test_verifier_cannot_send_udp_reach_unix_sockets_use_io_uring_or_ptrace(
+    attack_image: BuildResult, run_by_hand: Callable[[str | None], Running]
+) -> None:
+    env = run_by_hand(attack_image.tag)
+    env.exec("mkdir", "/tmp/listener")
+    env.container.exec_run(["python", "-c", LISTENER], user="10001:10001", detach=True)
+    env.wait_for_file("/tmp/listener/ready")
+    target = json.dumps({"udp": ["127.0.0.1", 9999], "unix": "/tmp/listener/unix.sock"})
+    with env.http() as http:
+        reply = http.post("/_awm/verify", json={"task_idx": 3, "final_answer": target})
+    result = reply.json()
+    assert reply.status_code == 200, result
+    assert result["error"] is None, result
+    assert result["sandbox"]["seccomp"] is True
+    seen = result["value"]["seen"]
+    assert seen == dict.fromkeys(seen, "EACCES"), seen  # the filter's errno for every one of them
+    assert len(seen) == 8
+
+    # Unconfined, in the same container, the socket accepts and io_uring works: the denials
+    # above were the sandbox, not the container.
+    env.exec("python", "-c", "import socket; socket.socket(socket.AF_UNIX).connect('/tmp/listener/unix.sock')")
+    assert env.exec("python", "-c", SYSCALLS + "print(io_uring() > 2)").strip() == "True"
+    # The listener got nothing from the verifier: a marker sent now is the first datagram it
+    # reads (loopback UDP is queued in the order it was sent).
+    send = "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'marker', ('127.0.0.1', 9999))"
+    env.exec("python", "-c", send)
+    assert env.wait_for_file("/tmp/listener/first-datagram") == "marker"
+
+    # The server is healthy and an honest verifier still grades: "others" on the seed,
+    # "complete" once the task is done through MCP.
+    assert env.alive()
+    assert httpx.get(f"{env.url}/_awm/health").json()["status"] == "ok"
+    with env.http() as http:
+        assert http.post("/_awm/verify", json={"task_idx": 2}).json()["result"] == "others"
+        client = EnvClient(env.url, token=env.token)
+        assert client.call_tool("delete_meal_plan_entry", {"entry_id": 10}).is_error is False
+        graded = http.post("/_awm/verify", json={"task_idx": 2}).json()
+    assert graded["result"] == "complete", graded
+    assert graded["sandbox"]["seccomp"] is True
+
+
 def test_control_token_is_nowhere_in_the_container(
-    attack_image: BuildResult, run_by_hand: Callable[[str], Running]
+    attack_image: BuildResult, run_by_hand: Callable[[str | None], Running]
 ) -> None:
     env = run_by_hand(attack_image.tag)
     # PID 1 was re-executed without it: its environment block holds only the hash
@@ -222,7 +316,7 @@ def test_control_token_is_nowhere_in_the_container(
         assert http.post("/_awm/reset", headers=env.auth).status_code == 200
 
 
-def test_reset_clears_the_scratch_area(attack_image: BuildResult, run_by_hand: Callable[[str], Running]) -> None:
+def test_reset_clears_the_scratch_area(attack_image: BuildResult, run_by_hand: Callable[[str | None], Running]) -> None:
     env = run_by_hand(attack_image.tag)
     env.exec("sh", "-c", "echo x > /tmp/left-by-app && mkdir -p /tmp/dir/sub && echo y > /tmp/dir/sub/f "
                          "&& echo z > /tmp/awm/stray")
@@ -233,7 +327,7 @@ def test_reset_clears_the_scratch_area(attack_image: BuildResult, run_by_hand: C
 
 
 def test_oversized_and_deep_bodies_are_refused_and_the_server_stays_up(
-    attack_image: BuildResult, run_by_hand: Callable[[str], Running]
+    attack_image: BuildResult, run_by_hand: Callable[[str | None], Running]
 ) -> None:
     env = run_by_hand(attack_image.tag)
     hundred_mb = b"x" * (100 * 1024 * 1024)
@@ -273,7 +367,7 @@ def test_oversized_and_deep_bodies_are_refused_and_the_server_stays_up(
 
 
 def test_verifiers_printing_100_mb_each_are_stopped(
-    attack_image: BuildResult, run_by_hand: Callable[[str], Running]
+    attack_image: BuildResult, run_by_hand: Callable[[str | None], Running]
 ) -> None:
     env = run_by_hand(attack_image.tag)
 

@@ -145,6 +145,7 @@ class VerifierSandbox(_Answer):
     """How the verifier's sandbox was confined."""
 
     landlock_abi: int | None  # the kernel's Landlock ABI as the verifier's process saw it
+    seccomp: bool | None = None  # whether its seccomp filter was installed (None: an older image)
 
 
 class VerifyResult(_Answer):

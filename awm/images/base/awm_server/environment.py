@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from awm_server import landlock
+from awm_server import landlock, seccomp
 from awm_server.contract import (
     MANIFEST_FILE,
     MODULE_FILE,
@@ -115,7 +115,7 @@ def grade_databases(
         error=outcome.error,
         timed_out=outcome.timed_out,
         duration_ms=outcome.duration_ms,
-        sandbox=VerifierSandbox(landlock_abi=outcome.landlock_abi),
+        sandbox=VerifierSandbox(landlock_abi=outcome.landlock_abi, seccomp=outcome.seccomp),
     )
 
 
@@ -165,10 +165,12 @@ class Environment:
                              max_sessions=settings.mcp_max_sessions, session_idle_s=settings.mcp_session_idle_s)
         self.started = time.time()
         self.landlock_abi = landlock.abi_version()
-        self.sandbox_missing = landlock.missing(self.landlock_abi)
+        self.seccomp = seccomp.available()
+        self.sandbox_missing = landlock.missing(self.landlock_abi) + seccomp.missing(self.seccomp)
         if self.sandbox_missing and slot == 0:
-            _log.warning("awm-server: warning: scenario %r: this kernel's Landlock ABI is %d, so verifiers "
-                         "run without: %s", self.scenario, self.landlock_abi, "; ".join(self.sandbox_missing))
+            _log.warning("awm-server: warning: scenario %r: this kernel's Landlock ABI is %d and seccomp is %s, "
+                         "so verifiers run without: %s", self.scenario, self.landlock_abi,
+                         "available" if self.seccomp else "unavailable", "; ".join(self.sandbox_missing))
         self._verifiers = verifiers if verifiers is not None else anyio.CapacityLimiter(settings.verify_concurrency)
         self._in_use: set[Path] = set()  # scratch entries of verifies in flight: kept on reset
 
@@ -269,7 +271,7 @@ class Environment:
                 "pid": os.getpid(),
                 "uid": os.getuid(),
             },
-            "sandbox": {"landlock_abi": self.landlock_abi, "missing": self.sandbox_missing},
+            "sandbox": {"landlock_abi": self.landlock_abi, "seccomp": self.seccomp, "missing": self.sandbox_missing},
         }
 
     def tools(self) -> list[dict[str, Any]]:

@@ -6,7 +6,9 @@ an empty environment (no control token) and a private scratch folder (its cwd, H
 TMPDIR), removed when the call ends. Before the verifier's code runs, the child confines
 itself with Landlock (`awm_server.landlock`): it can read the Python runtime and the database
 copies it was given, write only its scratch folder, not connect or bind TCP, and not signal
-or reach processes outside itself. rlimits bound CPU time, address space, file size, open
+or reach processes outside itself; then it installs a seccomp filter (`awm_server.seccomp`):
+no sockets of any family (UDP and pathname unix sockets are beyond Landlock), no io_uring,
+ptrace, namespaces or mounts. rlimits bound CPU time, address space, file size, open
 files and new processes; its stdout and stderr are read up to `Limits.output_bytes` in all,
 and a verifier that prints more is stopped. A verifier that hangs, allocates without bound,
 crashes or floods its output yields an error result; the caller keeps running.
@@ -35,7 +37,8 @@ from typing import Any
 
 __all__ = ["Limits", "Outcome", "grade", "run_verifier"]
 
-# Where `awm_server` is importable from: the child imports the Landlock binding from there.
+# Where `awm_server` is importable from: the child imports the Landlock and seccomp bindings
+# from there (before confining itself: the folder need not stay readable).
 _LIB = str(Path(__file__).resolve().parent.parent)
 
 # The child: read the payload, confine itself, say how (first marked line), then exec the
@@ -57,7 +60,7 @@ try:  # if the container runs out of memory, the kernel kills a verifier before 
 except OSError:
     pass
 sys.path.insert(0, payload["lib"])
-from awm_server import landlock
+from awm_server import landlock, seccomp
 del sys.path[0]
 runtime = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
            "/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom"}
@@ -66,7 +69,13 @@ try:
 except OSError as exc:
     emit({"error": "the verifier sandbox could not be set up: " + str(exc)})
     sys.exit(0)
-emit({"landlock_abi": abi})
+try:  # where the kernel cannot, the verifier runs without it, as /_awm/info says
+    seccomp.install()
+    filtered = True
+except OSError as exc:
+    print("awm: verifier sandbox without seccomp: " + str(exc), file=sys.stderr)
+    filtered = False
+emit({"landlock_abi": abi, "seccomp": filtered})
 try:
     ns = {"__name__": "verifier"}
     exec(compile(payload["code"], payload["filename"], "exec"), ns)
@@ -107,6 +116,7 @@ class Outcome:
     timed_out: bool = False
     exit_code: int | None = None
     landlock_abi: int | None = None  # as the child reported it before any verifier code ran
+    seccomp: bool | None = None  # whether its seccomp filter was installed (reported likewise)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -245,7 +255,9 @@ def run_verifier(
             except ValueError:  # cut short when it was killed
                 continue
     if marked and "landlock_abi" in marked[0]:  # written before any verifier code ran
-        outcome.landlock_abi = marked.pop(0)["landlock_abi"]
+        confined = marked.pop(0)
+        outcome.landlock_abi = confined["landlock_abi"]
+        outcome.seccomp = confined["seccomp"]
     if out.timed_out:
         outcome.error = f"verifier timed out after {limits.timeout_s:g}s and was killed"
         return outcome
