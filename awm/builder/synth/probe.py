@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import stat
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import docker
 import docker.errors
@@ -164,7 +166,8 @@ class FileProber:
                 path.chmod(0o755 if path.is_dir() else 0o644)
             dst.chmod(0o777)
             result = self._run(scenario, ["probe", "--tool-timeout", f"{self.tool_timeout_s:g}"], src, dst)
-            for line in _lines(dst / "results.jsonl"):
+            kept = {r.id for r in runs if r.keep_db}
+            for line in _lines(dst, "results.jsonl"):
                 kind = line.get("kind")
                 if kind == "tools":
                     result.tools = list(line.get("tools", []))
@@ -172,10 +175,10 @@ class FileProber:
                     result.import_error = str(line.get("error"))
                 elif kind == "call":
                     result.calls.append(ProbeCall.model_validate(line))
-                elif kind == "run" and (dst / str(line.get("db"))).is_file():
-                    target = out_dir / f"{line['run']}.db"
-                    shutil.copyfile(dst / str(line["db"]), target)
-                    result.dbs[str(line["run"])] = target
+                elif kind == "run" and line.get("run") in kept and str(line["run"]) not in result.dbs:
+                    target = out_dir / f"{line['run']}.db"  # named after our own run id, never the sandbox's
+                    if _copy_out(dst, line.get("db"), target):
+                        result.dbs[str(line["run"])] = target
         if result.error is None and result.exit_code not in (0, None):
             result.error = f"the probe exited with code {result.exit_code}: {_last_line(result.log_tail)}"
         if result.error is None and result.import_error is None and not result.tools:
@@ -209,7 +212,7 @@ class FileProber:
             # Jobs run one after another, each within its own timeout: the probe gets their sum.
             timeout_s = max(self.timeout_s, sum(j.timeout_s for j in jobs) + 30)
             result = self._run(scenario, ["probe-verifiers"], src, dst, timeout_s)
-            lines = {str(line.get("id")): line for line in _lines(dst / "verdicts.jsonl")}
+            lines = {str(line.get("id")): line for line in _lines(dst, "verdicts.jsonl")}
         why = (f"the verifier probe did not finish within {timeout_s:g}s" if result.error
                else f"the verifier probe exited with {result.exit_code}: {_last_line(result.log_tail)}")
         return {j.id: VerifierVerdict.model_validate(lines[j.id]) if j.id in lines
@@ -290,12 +293,46 @@ class DockerProber(FileProber):
         return result
 
 
-def _lines(path: Path) -> list[dict[str, Any]]:
+# The output folder is the sandbox's to write: the host takes from it only regular files under
+# plain names, opened without following links (a link there would point the host at its own
+# files), and no more than this much of a results file.
+_MAX_RESULTS = 64 << 20
+
+
+def _open_sandbox_file(folder: Path, name: object) -> BinaryIO | None:
+    """`folder/name` opened for reading when it is a regular file there, else None."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        return None
+    try:
+        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # missing, or a link (ELOOP)
+        return None
+    file = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a fifo or a device would block or never end
+        file.close()
+        return None
+    return file
+
+
+def _copy_out(folder: Path, name: object, target: Path) -> bool:
+    """Copy a regular file the sandbox wrote to `target`; False when there is none by that name."""
+    source = _open_sandbox_file(folder, name)
+    if source is None:
+        return False
+    with source, target.open("wb") as out:
+        shutil.copyfileobj(source, out)
+    return True
+
+
+def _lines(folder: Path, name: str) -> list[dict[str, Any]]:
     """The complete JSON lines of a results file (a killed probe may leave half a line)."""
-    if not path.is_file():
+    source = _open_sandbox_file(folder, name)
+    if source is None:
         return []
+    with source:
+        data = source.read(_MAX_RESULTS)
     out = []
-    for text in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for text in data.decode("utf-8", errors="replace").splitlines():
         try:
             value = json.loads(text)
         except ValueError:

@@ -135,3 +135,46 @@ def test_docker_prober_has_no_network_and_bounds_time(prober: DockerProber, tmp_
     hang = MODULE.replace("app = FastAPI", "import time\ntime.sleep(60)\napp = FastAPI")
     result = quick.probe("probe_test", hang, seed(tmp_path / "seed2.db"), [], tmp_path / "dbs")
     assert result.error == "the probe did not finish within 3s (a tool or the import hangs)"
+
+
+PLANTS = {  # run after the probe closed its results: point the host at its own files
+    "links": """
+def _plant():
+    os.symlink(SECRET_DB, "/y/leak.db")
+    lines = [{"kind": "run", "run": "b", "db": "leak.db"}, {"kind": "run", "run": "c", "db": SECRET_DB},
+             {"kind": "run", "run": "../../escaped", "db": "b.db"}]
+    with open("/y/results.jsonl", "a") as f:
+        f.writelines(json.dumps(line) + "\\n" for line in lines)
+""",
+    "results": """
+def _plant():
+    os.remove("/y/results.jsonl")
+    os.symlink(SECRET_JSON, "/y/results.jsonl")
+""",
+}
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("attack", sorted(PLANTS))
+def test_the_host_reads_nothing_the_sandbox_points_it_at(prober: DockerProber, tmp_path: Path, attack: str) -> None:
+    # The output folder is the module's to write: the host must take only regular files under
+    # plain names from it, and only the runs it asked for, into its own folder.
+    secret_db = seed(tmp_path / "host-secret.db")
+    secret_json = tmp_path / "host-secret.jsonl"
+    secret_json.write_text(json.dumps({"kind": "import_error", "error": "HOST SECRET"}) + "\n")
+    plant = (f"import atexit, json, os\nSECRET_DB, SECRET_JSON = {str(secret_db)!r}, {str(secret_json)!r}\n"
+             f"{PLANTS[attack]}\natexit.register(_plant)\n")
+    code = MODULE + plant
+    runs = [ProbeRun.model_validate(r) for r in RUNS]
+    out = tmp_path / "dbs"
+    result = prober.probe("probe_test", code, seed(tmp_path / "seed.db"), runs, out)
+    assert result.exit_code == 0, result.log_tail
+    assert "HOST SECRET" not in (result.import_error or "")
+    if attack == "links":  # the honest lines came first: those runs are there, as the probe wrote them
+        assert result.tools == ["list_notes", "create_note"]
+        assert sorted(result.dbs) == ["b", "c"]
+    for db in result.dbs.values():
+        assert db.parent == out
+        assert db.read_bytes() != secret_db.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dbs", "host-secret.db", "host-secret.jsonl", "seed.db"]
+    assert set(result.dbs) <= {"b", "c"}
