@@ -72,13 +72,12 @@ def _emit(out: TextIO, record: dict[str, Any]) -> None:
 
 
 async def _run_all(directory: Path, out_dir: Path, work: Path, out: TextIO, tool_timeout_s: float) -> None:
-    import httpx
     from fastapi_mcp import FastApiMCP
     from mcp import types
 
     from awm_server.database import WorkingDatabase
     from awm_server.envmodule import ModuleImportError, load_env_module
-    from awm_server.mcp_bridge import _TimeoutClient
+    from awm_server.mcp_bridge import _AppClient
 
     module_path = directory / "env.py"
     runs = json.loads((directory / "runs.json").read_text())["runs"]
@@ -90,12 +89,7 @@ async def _run_all(directory: Path, out_dir: Path, work: Path, out: TextIO, tool
         _emit(out, {"kind": "import_error", "error": str(exc)[:4000]})
         return
     recorder = _Recorder(env.app)
-    client = _TimeoutClient(
-        tool_timeout_s,
-        transport=httpx.ASGITransport(app=recorder, raise_app_exceptions=False),
-        base_url="http://apiserver",
-        timeout=None,
-    )
+    client = _AppClient(recorder, tool_timeout_s)
     try:
         mcp = FastApiMCP(env.app, http_client=client)
     except Exception as exc:  # a module whose OpenAPI document cannot be made has no tools
