@@ -624,11 +624,8 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
     return body if len(body) == size else None
 
 
-def _child_main() -> None:
+def _serve(limits: dict[str, Any], home: str) -> None:
     """Serve jobs until end-of-file, or retire after one that leaves this process changed."""
-    limits = json.loads(sys.argv[1])
-    _limit_self(limits)
-    home = os.getcwd()
     baseline = _address_space()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     for served in range(1, JOBS_PER_CHILD + 1):
@@ -652,6 +649,20 @@ def _child_main() -> None:
         stdout.flush()
         if out["retire"]:
             break
+
+
+def _child_main() -> None:
+    limits = json.loads(sys.argv[1])
+    _limit_self(limits)
+    home = os.getcwd()
+    try:
+        _serve(limits, home)
+    except BrokenPipeError:  # the parent is gone
+        pass
+    finally:
+        # The home is the parent's to remove, but a parent killed by SIGKILL cannot: the child
+        # then reads end-of-file (or a broken pipe) and removes it on its way out.
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

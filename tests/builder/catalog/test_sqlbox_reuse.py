@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +231,42 @@ def test_the_cpu_limit_is_re_armed_for_every_job() -> None:
     assert re_armed.stdout == b"survived\n"
     once = subprocess.run([sys.executable, "-c", script, "once"], capture_output=True, timeout=120)
     assert once.returncode == -signal.SIGXCPU
+
+
+def test_a_parent_killed_by_sigkill_leaves_no_child_and_no_folder(tmp_path: Path) -> None:
+    # The parent cannot clean up after SIGKILL: its idle child reads end-of-file, exits and
+    # removes its own folder.
+    script = textwrap.dedent("""
+        import sys, time
+        from pathlib import Path
+        from awm.builder.catalog import sqlbox
+        folder = Path(sys.argv[1])
+        folder.mkdir()
+        sqlbox.run_seed_sql([("ddl", "t", "CREATE TABLE t (a)")], folder, foreign_keys=True,
+                            limits=sqlbox.SeedLimits(), to_file=False)
+        (box,) = [b for idle in sqlbox._POOL._idle.values() for b in idle]
+        print(box.proc.pid, box.home, flush=True)
+        time.sleep(600)
+    """)
+    with subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "job")], stdout=subprocess.PIPE) as parent:
+        try:
+            assert parent.stdout is not None
+            pid, home = parent.stdout.readline().decode().split()
+            assert Path(home).is_dir()
+        finally:
+            parent.send_signal(signal.SIGKILL)
+    for _ in range(600):  # up to a minute
+        gone = not Path(home).exists() and not _running(int(pid))
+        if gone:
+            break
+        time.sleep(0.1)
+    assert not Path(home).exists()
+    assert not _running(int(pid))
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
