@@ -268,20 +268,27 @@ def forward(
     port: int = typer.Option(0, "--port", help="The local port (default: any free one)."),
     backend_kind: BackendKind = BACKEND,
     namespace: str = NAMESPACE,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line (name, mcp_url, base_url), then wait."),
 ) -> None:
     """Reach a pod from this machine: forward 127.0.0.1:PORT to its server until Ctrl-C.
 
     Docker environments need none: their address is printed.
     """
+    def announce(url: str, text: str) -> None:
+        if as_json:  # one line, so a script can read it and go on while the forward runs
+            out.print(json.dumps({"name": record.name, "mcp_url": f"{url}/mcp", "base_url": url}), markup=False)
+        else:
+            out.print(text, markup=False)
+
     with _backend(backend_kind, namespace) as backend:
         record = _find(backend, name)
         if isinstance(backend, DockerBackend):
             with backend.reach(record.id) as url:
-                out.print(f"{record.name} is reachable at {url}/mcp (no forward needed)", markup=False)
+                announce(url, f"{record.name} is reachable at {url}/mcp (no forward needed)")
             return
         tunnel = backend.port_forward(record.id, port)
-        out.print(f"{record.name}\n  MCP:      {tunnel.url}/mcp\n  control:  {tunnel.url}/_awm/\n"
-                  "Ctrl-C ends the forward.", markup=False)
+        announce(tunnel.url, f"{record.name}\n  MCP:      {tunnel.url}/mcp\n  control:  {tunnel.url}/_awm/\n"
+                             "Ctrl-C ends the forward.")
         try:
             code = tunnel.wait()
         except KeyboardInterrupt:

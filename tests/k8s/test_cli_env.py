@@ -183,16 +183,16 @@ def test_env_commands_on_kubernetes_from_a_laptop_go_through_port_forwards(
 
     # `awm env forward` keeps a tunnel open until Ctrl-C: MCP works through it meanwhile.
     forward = subprocess.Popen(
-        [sys.executable, "-m", "awm", "env", "forward", name, "--backend", "k8s"],
+        [sys.executable, "-m", "awm", "env", "forward", name, "--backend", "k8s", "--json"],
         env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         assert forward.stdout is not None
-        lines = [forward.stdout.readline() for _ in range(2)]
-        assert lines[0].strip() == name, lines
-        url = lines[1].split()[-1]
+        announced = json.loads(forward.stdout.readline())  # one line, while the forward runs
+        assert announced["name"] == name
+        url = announced["mcp_url"]
         assert url.startswith("http://127.0.0.1:")
-        assert url.endswith("/mcp")
+        assert url == announced["base_url"] + "/mcp"
         assert len(asyncio.run(list_mcp_tools(url))) > 3
         forward.send_signal(signal.SIGINT)
         assert forward.wait(30) == 0, forward.stdout.read()

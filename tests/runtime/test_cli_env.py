@@ -36,6 +36,9 @@ def test_env_commands_end_to_end(docker_client: docker.DockerClient, images: dic
         assert _invoke("reset", name).startswith(f"reset {name} in ")
         assert _invoke("gc").strip() == "removed 0 orphaned environment(s)"  # detached: not an orphan
         assert isinstance(_invoke("logs", name), str)
+        # a container needs no forward: its address is printed
+        expected = f"{name} is reachable at {record['base_url']}/mcp (no forward needed)"
+        assert _invoke("forward", name).strip() == expected
     finally:
         assert _invoke("stop", name).strip() == f"removed {name}"
     assert name not in {r["name"] for r in json.loads(_invoke("ls", "--json"))}
