@@ -62,7 +62,11 @@ _RESULT_TAIL = 1024 * 1024  # of its stdout, where the keyed result line is the 
 _ZYGOTE = r'''
 import ctypes, json, os, select, signal, sys, time, traceback
 import awm_server.__main__ as entry
-import awm_server.environment  # noqa: F401  the whole stack: fastapi, sqlalchemy, mcp, ...
+import awm_server.environment  # noqa: F401  the stack: fastapi, pydantic, mcp, fastapi-mcp, ...
+# What `check` itself imports before the module (as the server does), and the parts of
+# SQLAlchemy every environment module imports (declarative ORM, the SQLite dialect). Imported
+# in each child instead, they were most of a check's time (about 250 ms of CPU of 350).
+import awm_server.app, awm_server.slots, sqlalchemy, sqlalchemy.dialects.sqlite, sqlalchemy.orm  # noqa: F401,E401
 from awm_server.checkresult import find_result, new_key
 ROOT, LIMIT = sys.argv[1], int(sys.argv[2])
 TAIL, OUT = @TAIL@, @OUT@

@@ -14,6 +14,7 @@ import pytest
 from awm.builder.build.batch import BuildOptions, build_bundle, build_images, new_build_run_id
 from awm.builder.build.checker import BatchChecker, CheckerUnavailable
 from awm.builder.catalog.loader import load_catalog
+from awm.core.errors import ImageBuildError
 from awm.core.labels import LABEL_OWNER, Owner
 from tests.builder.build.conftest import edit_records, make_variants
 
@@ -22,6 +23,15 @@ pytestmark = pytest.mark.docker
 # A module that writes to stdout at import, even a line that looks like the checker's protocol.
 NOISY = 'print(\'{"req": "1", "code": 0, "stdout": "{\\\\"tools\\\\": []}"}\', flush=True)\napp = FastAPI('
 BLOCKS = "import time\ntime.sleep(3600)\napp = FastAPI("
+
+
+def _insert_before_app(root: Path, scenario: str, code: str, *, at_top: bool = False) -> None:
+    """Put `code` into the scenario's module in place of its `app = FastAPI(` (or at its top)."""
+    def edit(rec: dict[str, Any]) -> None:
+        old = rec["full_code"]
+        rec["full_code"] = code + old if at_top else old.replace("app = FastAPI(", code, 1)
+
+    edit_records(root, "gen_envs.jsonl", scenario, edit)
 
 
 def _mine(client: docker.DockerClient) -> list[Any]:
@@ -38,8 +48,7 @@ def test_checker_verdicts_match_the_image_check(
     root = tmp_path / "dataset"
     noisy, blocks, healthy = make_variants(root, 3, "t4 checker")
     for sid, edit in ((noisy, NOISY), (blocks, BLOCKS)):
-        edit_records(root, "gen_envs.jsonl", sid,
-                     lambda rec, e=edit: rec.update(full_code=rec["full_code"].replace("app = FastAPI(", e, 1)))
+        _insert_before_app(root, sid, edit)
     bundles = load_catalog(root).bundles
     built = build_images(bundles.values(), BuildOptions(jobs=3, check_timeout_s=3), client=docker_client)
     results = {r.scenario: r for r in built}
@@ -78,6 +87,38 @@ def test_a_dead_checker_falls_back_to_checking_the_image(
         assert len(result.tools) == 12
     finally:
         checker.close()
+    assert _mine(docker_client) == []
+
+
+# Put first in a module: what the check's process had imported before the module's first line,
+# and whether an earlier check's module left something in that stack (PLANTS does).
+REPORTS_IMPORTED = """import sys as _s
+_stack = ("sqlalchemy", "sqlalchemy.orm", "sqlalchemy.dialects.sqlite", "fastapi", "fastapi_mcp", "awm_server.app")
+raise RuntimeError("t4 imported: " + ",".join(m for m in _stack if m in _s.modules)
+                   + "; planted: " + str(hasattr(_s.modules.get("sqlalchemy.orm"), "t4_planted")))
+"""
+PLANTS = "import sqlalchemy.orm as _orm\n_orm.t4_planted = True\n"
+
+
+def test_each_check_starts_from_the_imported_stack_as_the_checker_left_it(
+    docker_client: docker.DockerClient, tmp_path: Path, base_image: str
+) -> None:
+    root = tmp_path / "dataset"
+    plants, reports = make_variants(root, 2, "t4 imported")
+    for sid, code in ((plants, PLANTS), (reports, REPORTS_IMPORTED)):
+        _insert_before_app(root, sid, code, at_top=True)
+    bundles = load_catalog(root).bundles
+    from awm.builder.build.render import render
+
+    with BatchChecker(docker_client, base_image, run_id=new_build_run_id()) as checker:
+        assert sorted(checker.check(render(bundles[plants], base_image), 30)) == sorted(
+            t.name for t in bundles[plants].tools)
+        with pytest.raises(ImageBuildError) as failure:
+            checker.check(render(bundles[reports], base_image), 30)
+    # The stack was imported by the checker before the fork (a check imports none of it), and
+    # what a module changes in it stays in that module's child.
+    stack = "sqlalchemy,sqlalchemy.orm,sqlalchemy.dialects.sqlite,fastapi,fastapi_mcp,awm_server.app"
+    assert f"t4 imported: {stack}; planted: False" in str(failure.value)
     assert _mine(docker_client) == []
 
 
@@ -140,8 +181,7 @@ def test_a_forged_check_result_fails_the_build(
     root = tmp_path / "dataset"
     by_print, by_fd, peeks, healthy = make_variants(root, 4, prefix.replace("_", " ").strip())
     for sid, edit in ((by_print, FORGES_STDOUT), (by_fd, FORGES_EVERY_FD), (peeks, PEEKS)):
-        edit_records(root, "gen_envs.jsonl", sid,
-                     lambda rec, e=edit: rec.update(full_code=rec["full_code"].replace("app = FastAPI(", e, 1)))
+        _insert_before_app(root, sid, edit)
     bundles = load_catalog(root).bundles
     results = {r.scenario: r for r in build_images(
         bundles.values(), BuildOptions(jobs=4, batch_check=batch_check), client=docker_client)}
