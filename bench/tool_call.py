@@ -7,8 +7,10 @@ On one environment, a read tool with fixed arguments is called
     client; the server keeps the session, so every call is one POST to it), `session.call_tool`;
   * straight to the FastAPI route: httpx to base_url + the path that
     `awm.builder.catalog.solutions.request_for` maps the call to (e.g. GET /recipes/8), keep-alive;
-  * as one JSON-RPC `tools/call` POSTed to `/mcp` with plain httpx (no MCP client library, no
-    session: served statelessly), which bounds the server's part of the MCP overhead;
+  * as one JSON-RPC `tools/call` POSTed to `/mcp` with plain httpx on a kept session (opened
+    with `initialize` and `notifications/initialized` POSTed the same way; no MCP client
+    library): the server does for it what it does for the MCP client's call, so raw minus
+    direct is the server's part of the MCP overhead, and MCP minus raw the client library's;
   * and, as the floor of the transport, `GET /_awm/health` (no app code, no database).
 Calls alternate in blocks of 10 after a warm-up (which also fills the MCP client's cache of
 output schemas: its first `call_tool` runs a `tools/list` first). Both clients live on one
@@ -86,6 +88,18 @@ async def measure(endpoints: dict[str, str], tool: str, arguments: dict[str, Any
     rpc = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
     rpc_headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
                    "MCP-Protocol-Version": LATEST_PROTOCOL_VERSION}
+
+    async def raw_session(http: httpx.AsyncClient) -> str:
+        """A kept MCP session opened with plain JSON-RPC POSTs: its id."""
+        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
+                           "clientInfo": {"name": "bench-raw", "version": "1"}}}
+        opened = (await http.post("/mcp", json=init, headers=rpc_headers)).raise_for_status()
+        session_id = opened.headers["mcp-session-id"]
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        (await http.post("/mcp", json=note, headers={**rpc_headers, "mcp-session-id": session_id})).raise_for_status()
+        return session_id
+
     async with AsyncExitStack() as stack:
         kinds: list[tuple[tuple[str, str], Callable[[], Awaitable[Any]]]] = []
         for label, base_url in endpoints.items():
@@ -107,8 +121,10 @@ async def measure(endpoints: dict[str, str], tool: str, arguments: dict[str, Any
                     raise RuntimeError(f"{req.method} {req.path} answered {response.status_code}")
                 return response
 
-            async def raw_call(http: httpx.AsyncClient = http) -> httpx.Response:
-                response = await http.post("/mcp", json=rpc, headers=rpc_headers)
+            raw_headers = {**rpc_headers, "mcp-session-id": await raw_session(http)}
+
+            async def raw_call(http: httpx.AsyncClient = http, headers: dict[str, str] = raw_headers) -> httpx.Response:
+                response = await http.post("/mcp", json=rpc, headers=headers)
                 if response.status_code != 200 or response.json()["result"].get("isError"):
                     raise RuntimeError(f"raw tools/call answered {response.status_code}: {response.text[:300]}")
                 return response
@@ -173,7 +189,8 @@ def main() -> int:
                     variant(f"{tool} via /mcp, one session [{label}]", samples[label, "mcp"], what=WHAT,
                             target=TARGET, notes="session.call_tool; a kept MCP session, one POST per call"),
                     variant(f"{tool}: raw JSON-RPC POST /mcp, no MCP client [{label}]", samples[label, "raw"],
-                            what=WHAT, role="context", notes="one tools/call POSTed with httpx: server-side MCP cost"),
+                            what=WHAT, role="context",
+                            notes="one tools/call POSTed with httpx on a kept session: server-side MCP cost"),
                     variant(f"{tool} straight to the route over HTTP [{label}]", samples[label, "http"],
                             what=WHAT, role="baseline", notes="httpx keep-alive to base_url + request_for(...) path"),
                     variant(f"GET /_awm/health, transport floor [{label}]", samples[label, "health"], what=WHAT,
