@@ -5,7 +5,9 @@ scenario's digest-pinned image) and a SandboxWarmPool of ready sandboxes. `start
 of them: a `SandboxClaim` on the scenario's warm pool (`extensions.agents.x-k8s.io/v1beta1`),
 owned by this backend's Lease like the pods of `KubernetesBackend`, with a shutdown time as a
 backstop; it waits for the claim to be Ready and reaches the pod at `status.sandbox.podIPs`.
-`EnvPool` holds claims across episodes and resets them in place.
+`EnvPool` holds claims across episodes and resets them in place. From outside the cluster a
+claimed sandbox is reached through `kubectl port-forward` to its pod (the Sandbox's
+`agents.x-k8s.io/pod-name` annotation when it adopted a warm pod, else the Sandbox's own name).
 
 A claim carries no per-claim environment variables (they would force a cold start), so a
 claimed sandbox has no per-environment control token: its control plane is guarded by the
@@ -21,7 +23,7 @@ import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import httpx
 import lightkube
@@ -38,8 +40,10 @@ from awm.runtime.k8s_backend import (
     FIELD_MANAGER,
     Api,
     OwnerLease,
+    PortForward,
     collect_expired,
     create_once,
+    default_connect,
     env_when_ready,
     prepare_models,
     scenario_of,
@@ -55,7 +59,14 @@ from awm.runtime.k8s_objects import (
     sandbox_claim,
 )
 
-__all__ = ["AgentSandboxBackend", "Sandbox", "SandboxClaim", "SandboxTemplate", "SandboxWarmPool"]
+__all__ = [
+    "POD_NAME_ANNOTATION",
+    "AgentSandboxBackend",
+    "Sandbox",
+    "SandboxClaim",
+    "SandboxTemplate",
+    "SandboxWarmPool",
+]
 
 log = logging.getLogger("awm")
 
@@ -67,6 +78,8 @@ SandboxWarmPool = create_namespaced_resource(
     "extensions.agents.x-k8s.io", "v1beta1", "SandboxWarmPool", "sandboxwarmpools"
 )
 Sandbox = create_namespaced_resource("agents.x-k8s.io", "v1beta1", "Sandbox", "sandboxes")
+# Set on a Sandbox that adopted a pod of a warm pool (the pod keeps its own name).
+POD_NAME_ANNOTATION = "agents.x-k8s.io/pod-name"
 
 
 def _ready(claim: dict[str, Any]) -> tuple[bool, str]:
@@ -86,7 +99,7 @@ class AgentSandboxBackend:
         run_id: the session label of everything this backend claims.
         claim_ttl_s: the claim's shutdown time, from its creation: a backstop should the
             owner Lease and `gc` both fail.
-        lease_duration_s, server_port, api_retries: as for `KubernetesBackend`.
+        connect, lease_duration_s, server_port, api_retries: as for `KubernetesBackend`.
     """
 
     def __init__(
@@ -96,6 +109,7 @@ class AgentSandboxBackend:
         namespace: str = DEFAULT_NAMESPACE,
         run_id: str | None = None,
         claim_ttl_s: int = 86400,
+        connect: Literal["pod-ip", "port-forward"] | None = None,
         lease_duration_s: int = 60,
         server_port: int = SERVER_PORT,
         api_retries: int = 5,
@@ -105,12 +119,14 @@ class AgentSandboxBackend:
                 client = lightkube.Client(field_manager=FIELD_MANAGER)
             except ConfigError as exc:
                 raise BackendUnavailable(f"no Kubernetes configuration: {exc}", hint="set KUBECONFIG") from exc
-        prepare_models(SandboxClaim)
+        prepare_models(SandboxClaim, Sandbox)
         self.client = client
         self.namespace = namespace
         self.run_id = run_id or new_run_id()
         self.claim_ttl_s = claim_ttl_s
+        self.connect = connect or default_connect()
         self.server_port = server_port
+        self._forwards: dict[str, PortForward] = {}  # claim -> the forward to its pod, kept until `stop`
         self.api = Api(client, namespace, api_retries)
         self.lease = OwnerLease(self.api, self.run_id, lease_duration_s)
         self._owned: set[str] = set()  # claims of this backend's Lease still tracked by the reaper
@@ -176,8 +192,8 @@ class AgentSandboxBackend:
                 if claim is not None:
                     ready, why = _ready(claim)
                     ips = ((claim.get("status") or {}).get("sandbox") or {}).get("podIPs") or []
-                    if ready and ips:
-                        url = f"http://{ips[0]}:{self.server_port}"
+                    url = self._url(name, claim, ips[0]) if ready and ips else None
+                    if url is not None:
                         try:
                             if http.get(f"{url}/_awm/health").status_code == 200:
                                 return url
@@ -191,10 +207,44 @@ class AgentSandboxBackend:
             hint="`awm k8s status` shows the warm pools; `awm k8s render` + `awm k8s apply` make them",
         )
 
+    def _url(self, name: str, claim: dict[str, Any], ip: str) -> str | None:
+        """Where the claimed sandbox answers from here; None while its pod is not known yet."""
+        if self.connect == "pod-ip":
+            return f"http://{ip}:{self.server_port}"
+        kept = self._forwards.get(name)
+        if kept is None or not kept.alive():
+            pod = self._pod_of(claim)
+            if pod is None:
+                return None
+            if kept is not None:
+                kept.close()
+            kept = self._forwards[name] = PortForward.open(self.namespace, pod, self.server_port)
+        return kept.url
+
+    def _pod_of(self, claim: dict[str, Any]) -> str | None:
+        """The pod of a claim's sandbox: named by the Sandbox's annotation when it adopted a warm
+        pod, else the Sandbox's own name."""
+        sandbox = ((claim.get("status") or {}).get("sandbox") or {}).get("name")
+        if not sandbox:
+            return None
+        try:
+            found = self.api.call(
+                f"reading sandbox {sandbox}",
+                lambda: self.client.get(Sandbox, sandbox, namespace=self.namespace),
+                allow=(404,),
+            )
+        except ApiError:
+            return None
+        annotations = (dict(found).get("metadata") or {}).get("annotations") or {}
+        return str(annotations.get(POD_NAME_ANNOTATION) or sandbox)
+
     def stop(self, env_id: str) -> None:
         """Delete the claim: agent-sandbox deletes its sandbox and the warm pool makes a new one."""
         reaper.untrack(env_id)
         self._owned.discard(env_id)
+        forward = self._forwards.pop(env_id, None)
+        if forward is not None:
+            forward.close()
         with contextlib.suppress(ApiError):
             self.api.call(
                 f"deleting claim {env_id}",
@@ -204,7 +254,7 @@ class AgentSandboxBackend:
 
     def logs(self, env_id: str, tail: int = 100) -> str:
         claim = self._claim(env_id)
-        pod = ((claim or {}).get("status") or {}).get("sandbox", {}).get("name")
+        pod = self._pod_of(claim) if claim is not None else None
         if not pod:
             return ""
         try:
@@ -265,6 +315,9 @@ class AgentSandboxBackend:
 
     def close(self) -> None:
         """Delete this backend's Lease: its claims follow."""
+        for forward in self._forwards.values():
+            forward.close()
+        self._forwards.clear()
         for name in list(self._owned):
             reaper.untrack(name)
         self._owned.clear()

@@ -87,6 +87,7 @@ __all__ = [
     "PortForward",
     "collect_expired",
     "create_once",
+    "default_connect",
     "env_when_ready",
     "prepare_models",
     "scenario_of",
@@ -443,6 +444,11 @@ def _drain(proc: subprocess.Popen[str]) -> None:
             pass
 
 
+def default_connect() -> Literal["pod-ip", "port-forward"]:
+    """How to reach pods from here: at their IP inside the cluster, else through kubectl."""
+    return "pod-ip" if os.environ.get("KUBERNETES_SERVICE_HOST") else "port-forward"
+
+
 class PortForward:
     """A running `kubectl port-forward` to one pod's server: `url` on 127.0.0.1 until `close()`."""
 
@@ -451,6 +457,37 @@ class PortForward:
         # kubectl writes a line per connection: keep reading, or it blocks once the pipe is full
         self._drain = threading.Thread(target=_drain, args=(proc,), name="awm-forward", daemon=True)
         self._drain.start()
+
+    @classmethod
+    def open(cls, namespace: str, pod: str, remote_port: int, local_port: int = 0) -> PortForward:
+        """Forward 127.0.0.1:`local_port` (any free one when 0) to `remote_port` of `pod`.
+
+        Raises:
+            BackendUnavailable: kubectl is missing, or it could not forward (its message says why).
+        """
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise BackendUnavailable(
+                "reaching pods from outside the cluster needs kubectl (for its port-forward)",
+                hint="install kubectl, or run in the cluster with connect='pod-ip'",
+            )
+        proc = subprocess.Popen(
+            [kubectl, "port-forward", "-n", namespace, f"pod/{pod}", f"{local_port or ''}:{remote_port}",
+             "--address", "127.0.0.1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8000", or an error and EOF
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        if match is None:
+            proc.kill()
+            rest = proc.communicate()[0]
+            raise BackendUnavailable(f"kubectl port-forward to pod {pod} failed: {(line + rest).strip()}",
+                                     container_id=pod, hint=_K8S_HINT)
+        return cls(proc, f"http://127.0.0.1:{match.group(1)}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def wait(self) -> int:
         """Block until kubectl exits (the pod went away, or the tunnel broke); its exit code."""
@@ -527,7 +564,7 @@ class KubernetesBackend:
         self.client = client
         self.namespace = namespace
         self.run_id = run_id or new_run_id()
-        self.connect = connect or ("pod-ip" if os.environ.get("KUBERNETES_SERVICE_HOST") else "port-forward")
+        self.connect = connect or default_connect()
         self.server_port = server_port
         self.api = Api(client, namespace, api_retries)
         self.lease = OwnerLease(self.api, self.run_id, lease_duration_s)
@@ -664,7 +701,7 @@ class KubernetesBackend:
         if self.connect == "pod-ip":
             return f"http://{ip}:{self.server_port}"
         kept = self._forwards.get(name)
-        if kept is None or kept.proc.poll() is not None:  # kept until `stop`; kubectl may give up on errors
+        if kept is None or not kept.alive():  # kept until `stop`; kubectl may give up on errors
             if kept is not None:
                 log.info("kubectl port-forward to pod %s ended (exit %s); opening a new one",
                          name, kept.proc.returncode)
@@ -673,31 +710,8 @@ class KubernetesBackend:
         return kept.url
 
     def port_forward(self, name: str, local_port: int = 0) -> PortForward:
-        """Forward 127.0.0.1:`local_port` (any free one when 0) to pod `name`'s server.
-
-        Raises:
-            BackendUnavailable: kubectl is missing, or it could not forward (its message says why).
-        """
-        kubectl = shutil.which("kubectl")
-        if kubectl is None:
-            raise BackendUnavailable(
-                "reaching pods from outside the cluster needs kubectl (for its port-forward)",
-                hint="install kubectl, or run in the cluster with connect='pod-ip'",
-            )
-        proc = subprocess.Popen(
-            [kubectl, "port-forward", "-n", self.namespace, f"pod/{name}",
-             f"{local_port or ''}:{self.server_port}", "--address", "127.0.0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8000", or an error and EOF
-        match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        if match is None:
-            proc.kill()
-            rest = proc.communicate()[0]
-            raise BackendUnavailable(f"kubectl port-forward to pod {name} failed: {(line + rest).strip()}",
-                                     container_id=name, hint=_K8S_HINT)
-        return PortForward(proc, f"http://127.0.0.1:{match.group(1)}")
+        """Forward 127.0.0.1:`local_port` (any free one when 0) to pod `name`'s server."""
+        return PortForward.open(self.namespace, name, self.server_port, local_port)
 
     @contextlib.contextmanager
     def reach(self, env_id: str) -> Iterator[str]:

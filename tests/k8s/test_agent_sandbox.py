@@ -67,7 +67,7 @@ def cluster(tmp_path: Path) -> Iterator[FakeKube]:
 
 @pytest.fixture
 def sandboxes(cluster: FakeKube, env_server: int) -> Iterator[AgentSandboxBackend]:
-    backend = AgentSandboxBackend(cluster.client(), server_port=env_server, claim_ttl_s=3600)
+    backend = AgentSandboxBackend(cluster.client(), connect="pod-ip", server_port=env_server, claim_ttl_s=3600)
     yield backend
     backend.close()
 
@@ -133,8 +133,8 @@ def test_claims_take_no_env_or_token(sandboxes: AgentSandboxBackend) -> None:
 
 
 def test_gc_releases_the_claims_of_a_dead_process(cluster: FakeKube, env_server: int) -> None:
-    dead = AgentSandboxBackend(cluster.client(), server_port=env_server)
-    alive = AgentSandboxBackend(cluster.client(), server_port=env_server)
+    dead = AgentSandboxBackend(cluster.client(), connect="pod-ip", server_port=env_server)
+    alive = AgentSandboxBackend(cluster.client(), connect="pod-ip", server_port=env_server)
     try:
         gone = dead.start(IMAGE).id
         kept = alive.start(IMAGE).id

@@ -10,8 +10,8 @@ A KUBECONFIG that happens to exist never starts it: a person who has a cluster s
 
 From outside the cluster pods are reached through `kubectl port-forward`. With
 AWM_K8S_LIVE_SANDBOX=1 (agent-sandbox installed) the claim flow runs too, on the objects of
-`awm k8s render` applied by the test; claims are reached at their pod IPs, so that one runs in
-a runner pod (label awm.io/runner: "true", service account awm-runner).
+`awm k8s render` applied by the test; claimed sandboxes are reached the same way (their pod
+IPs inside the cluster, a port-forward to their pod outside it).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_an_unpullable_image_fails_fast(backend: KubernetesBackend) -> None:
 
 
 @pytest.mark.skipif(os.environ.get("AWM_K8S_LIVE_SANDBOX") != "1",
-                    reason="set AWM_K8S_LIVE_SANDBOX=1 too, in a runner pod (claims are reached at their pod IP)")
+                    reason="set AWM_K8S_LIVE_SANDBOX=1 too (a cluster with agent-sandbox installed)")
 def test_agent_sandbox_claims(tmp_path: Path) -> None:
     import lightkube
 
