@@ -53,8 +53,8 @@ def _table_of(stmt: str, pattern: str) -> str:
     return match.group(1).strip('"`[]')
 
 
-def _schema(src: Path) -> list[dict]:
-    tables: list[dict] = []
+def _schema(src: Path) -> list[dict[str, Any]]:
+    tables: list[dict[str, Any]] = []
     for stmt in _statements((src / "schema.sql").read_text()):
         if re.match(r"\s*CREATE\s+TABLE", stmt, re.I):
             name = _table_of(stmt, r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w\"`\[\]]+)")
@@ -65,10 +65,10 @@ def _schema(src: Path) -> list[dict]:
     return tables
 
 
-def _samples(src: Path) -> list[dict]:
+def _samples(src: Path) -> list[dict[str, Any]]:
     # Consecutive inserts into one table form one group: the order of data.sql is kept, so
     # foreign keys resolve exactly as they did when it was written.
-    groups: list[dict] = []
+    groups: list[dict[str, Any]] = []
     for stmt in _statements((src / "data.sql").read_text()):
         name = _table_of(stmt, r"INSERT\s+INTO\s+([\w\"`\[\]]+)")
         if not groups or groups[-1]["table_name"] != name:
@@ -130,8 +130,8 @@ def _spec(src: Path, solutions: dict[str, Any]) -> dict[str, Any]:
             body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
             if body:
                 body = _resolve(doc, body)
-                required = set(body.get("required", []))
-                raw += [(n, "body", n in required, _resolve(doc, s), s.get("description", ""))
+                body_required = set(body.get("required", []))
+                raw += [(n, "body", n in body_required, _resolve(doc, s), s.get("description", ""))
                         for n, s in body.get("properties", {}).items()]
             for name, where, required, schema, description in raw:
                 param: dict[str, Any] = {"type": schema.get("type", "string"), "param_type": where,
@@ -165,9 +165,9 @@ def render() -> dict[str, str]:
             "gen_verifier.pure_code.jsonl",
         )
     }
-    solutions: dict[str, dict] = {}
+    solutions: dict[str, dict[str, Any]] = {}
 
-    def add(file: str, record: dict) -> None:
+    def add(file: str, record: dict[str, Any]) -> None:
         files[file].append(json.dumps(record, ensure_ascii=False))
 
     for src in sorted(p for p in SRC.iterdir() if p.is_dir()):

@@ -99,7 +99,7 @@ class _NoEngineClient:
 def test_os_image_without_registry_or_debootstrap_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(base_image.shutil, "which", lambda _cmd: None)
+    monkeypatch.setattr("awm.builder.build.base_image.shutil.which", lambda _cmd: None)
     client = _NoEngineClient()
     with pytest.raises(ImageBuildError, match="apt-get install debootstrap"):
         base_image.ensure_os_image(client)  # type: ignore[arg-type]
@@ -145,7 +145,7 @@ def base(docker_client: docker.DockerClient) -> str:
 
 
 def _python(client: docker.DockerClient, tag: str, code: str, **kwargs: Any) -> str:
-    out = client.containers.run(
+    out: bytes = client.containers.run(
         tag, ["-c", code], entrypoint=["python"], remove=True, **kwargs
     )
     return out.decode()

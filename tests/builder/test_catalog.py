@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +12,7 @@ from awm.core.errors import DatasetError, ScenarioNotFound
 from tests.builder.conftest import Dataset
 
 
-def messages(problems) -> list[str]:
+def messages(problems: Iterable[object]) -> list[str]:
     return [str(p) for p in problems]
 
 
@@ -170,7 +172,7 @@ def test_duplicate_scenario_row_is_reported(dataset: Dataset) -> None:
     assert "gen_envs.jsonl:3: duplicate row ignored (line 1 is used)" in messages(bundle.problems)[0]
 
 
-def test_folder_errors(tmp_path) -> None:
+def test_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="does not exist"):
         load_catalog(tmp_path / "nope")
     with pytest.raises(DatasetError, match="holds none of the AWM dataset files"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,9 @@ CATALOG = load_catalog(EXAMPLES)
 
 
 def test_select_by_id_name_glob_exclude_and_limit() -> None:
-    ids = lambda **kw: [b.id for b in select_bundles(CATALOG, **kw)[0]]  # noqa: E731
+    def ids(**kw: Any) -> list[str]:
+        return [b.id for b in select_bundles(CATALOG, **kw)[0]]
+
     assert ids() == sorted(CATALOG.bundles)
     assert ids(only=["PantryPal Recipe Planner"]) == ["pantrypal_recipe_planner"]
     assert ids(only=["*_re*"]) == ["pantrypal_recipe_planner", "trailhead_campground_reservations"]
@@ -96,7 +99,7 @@ def test_smoke_plan_uses_spec_examples_and_skips_what_it_cannot_call() -> None:
     examples = example_arguments(bundle.spec)
     assert examples["list_meal_plan"] == {"start_date": "2025-03-15", "end_date": "2025-03-15"}
     assert examples["get_recipe"] == {"recipe_id": 8}
-    served = {
+    served: dict[str, dict[str, Any]] = {
         "list_recipes": {"properties": {"search": {}}, "required": []},
         "get_recipe": {"properties": {"recipe_id": {}}, "required": ["recipe_id"]},
         "list_pantry_items": {"properties": {"limit": {}}},

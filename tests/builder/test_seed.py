@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 
 from awm.builder.catalog.loader import load_catalog
+from awm.builder.catalog.models import ScenarioBundle
 from awm.builder.catalog.seed import build_seed
 from awm.core.errors import SeedError
 from tests.builder.conftest import Dataset
 
 
-def bundle_of(dataset: Dataset, sid: str = "quick_notes_personal"):
+def bundle_of(dataset: Dataset, sid: str = "quick_notes_personal") -> ScenarioBundle:
     return load_catalog(dataset.write()).bundles[sid]
 
 

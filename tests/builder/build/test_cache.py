@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import docker
 import pytest
@@ -54,7 +55,7 @@ def test_rerun_builds_nothing_and_a_changed_row_rebuilds_one_scenario(
 
     changed = ids[1]
 
-    def add_suffix(rec: dict) -> None:  # one row value of one scenario
+    def add_suffix(rec: dict[str, Any]) -> None:  # one row value of one scenario
         stmts = rec["sample_data"]["tables"][0]["insert_statements"]
         stmts[-1] = stmts[-1].replace("'", "'changed ", 1)
 
@@ -68,4 +69,4 @@ def test_rerun_builds_nothing_and_a_changed_row_rebuilds_one_scenario(
     assert new.tag != old.tag
     assert new.seed_rows == old.seed_rows
     # the earlier digest is still there (an "old" image for `awm images prune`)
-    assert docker_client.images.get(old.tag).id == old.image_id
+    assert docker_client.images.get(cast(str, old.tag)).id == old.image_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import docker
 import pytest
@@ -35,7 +36,7 @@ def test_a_display_name_reaches_the_label_unchanged(
     bundles = load_catalog(_dataset(tmp_path / "ds", TRICKY)).bundles
     (result,) = build_images(bundles.values(), BuildOptions(smoke=False), client=docker_client)
     assert result.status == "built", result.error
-    labels = docker_client.images.get(result.tag).labels
+    labels = docker_client.images.get(cast(str, result.tag)).labels
     assert labels["org.opencontainers.image.description"] == TRICKY
     assert labels["awm.scenario"] == "t4_label_home_path_q_back_slash_b_x"
 

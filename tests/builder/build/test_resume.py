@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any, cast
 
 import docker
 import pytest
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.docker
 AWM = str(Path(sys.executable).parent / "awm")
 
 
-def _report(path: Path) -> dict | None:
+def _report(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())  # type: ignore[no-any-return]
     except (OSError, ValueError):
@@ -38,6 +39,7 @@ def test_killed_build_resumes_where_it_stopped(
     argv = [AWM, "build", str(root), "--jobs", "1", "--no-smoke", "--report", str(report_path)]
 
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = cast(IO[bytes], proc.stderr)  # a pipe: stderr=PIPE
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -45,7 +47,7 @@ def test_killed_build_resumes_where_it_stopped(
             if report and any(r["status"] == "built" for r in report["results"]):
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, f"the build ended before it could be killed: {proc.stderr.read()!r}"
+        assert proc.poll() is None, f"the build ended before it could be killed: {stderr.read()!r}"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)

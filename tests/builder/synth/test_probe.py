@@ -44,7 +44,7 @@ def seed(path: Path) -> Path:
     return path
 
 
-RUNS = [
+RUNS: list[dict[str, Any]] = [
     {"id": "a", "calls": [{"tool": "list_notes", "arguments": {}}, {"tool": "get_note", "arguments": {"note_id": 2}},
                           {"tool": "get_note", "arguments": {"note_id": 1}}]},
     {"id": "b", "calls": [{"tool": "create_note", "arguments": {"body": "third"}},

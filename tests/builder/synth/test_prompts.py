@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from awm.builder.catalog.models import DbSchema
+from awm.builder.catalog.models import ApiSpec, DbSchema
 from awm.builder.synth import env, sample, spec, task
 from awm.builder.synth.base import Draft
 from awm.builder.synth.task import TaskList
@@ -33,7 +33,7 @@ def test_sample_data_coverage_rules() -> None:
 def test_tool_fields_carry_description_and_example() -> None:
     draft = DRAFT.model_copy(update={"spec": None})
     assert "a `description` an assistant can act\n  on" in spec.prompt(draft)
-    with_spec = draft.model_copy(update={"spec": spec.ApiSpec.model_validate({"api_groups": []})})
+    with_spec = draft.model_copy(update={"spec": ApiSpec.model_validate({"api_groups": []})})
     text = env.prompt(with_spec)
     assert "`Path(...)` / `Query(...)`,\n  each with a `description=` and `examples=[...]`" in text
     assert "`Field(..., description=..., examples=[...])`" in text

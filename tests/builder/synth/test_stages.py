@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from awm.builder.synth import GenOptions, generate
+from awm.builder.synth.base import Stage
 from awm.builder.synth.dedupe import description_similarity, lexical_duplicate, name_overlap, words
 from awm.builder.synth.dialogue import FEEDBACK_HEADER
 from awm.builder.synth.scenario import load_seeds
@@ -21,7 +22,7 @@ from tests.builder.synth.conftest import make_llm
 from tests.builder.synth.scripted import FIXTURES, ScriptedLLM
 
 SEEDS = FIXTURES / "seeds.jsonl"
-EARLY = ("scenario", "task", "db", "sample", "spec")
+EARLY: tuple[Stage, ...] = ("scenario", "task", "db", "sample", "spec")
 PANTRY, CAMP = "pantry_pilot_meal_planner", "campfire_site_reservations"
 
 

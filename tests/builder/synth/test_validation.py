@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from awm.builder.catalog.models import ApiSpec, DbSchema, SampleData
@@ -14,7 +16,7 @@ NOTES = {"name": "notes", "ddl": "CREATE TABLE notes (id INTEGER PRIMARY KEY, us
          "indexes": ["CREATE INDEX ix_notes_user ON notes(user_id)"]}
 
 
-def schema(*tables: dict[str, object]) -> DbSchema:
+def schema(*tables: Mapping[str, object]) -> DbSchema:
     return DbSchema.model_validate({"tables": list(tables)})
 
 
