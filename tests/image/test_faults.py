@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import docker
 import pytest
@@ -153,7 +154,7 @@ def test_module_crashing_on_import_fails_the_build_with_its_exception(
         "scenario 'broken_desk_test': environment module failed on import: RuntimeError: boom at import"
     )
     with pytest.raises(docker.errors.ImageNotFound):
-        docker_client.images.get(result.tag)
+        docker_client.images.get(cast(str, result.tag))
 
 
 def test_module_crashing_on_import_fails_the_start_with_its_log(
@@ -178,7 +179,7 @@ def test_module_crashing_on_import_fails_the_start_with_its_log(
     message = str(info.value)
     assert "exited with code 3" in message
     assert "scenario 'broken_start_test': environment module failed on import: ModuleNotFoundError" in message
-    left = docker_client.containers.list(ignore_removed=True, all=True, filters={"ancestor": result.tag})
+    left = docker_client.containers.list(ignore_removed=True, all=True, filters={"ancestor": cast(str, result.tag)})
     assert left == []  # nothing left
 
 
@@ -203,5 +204,5 @@ def test_module_blocking_at_import_fails_the_build_in_time(
         "scenario 'blocking_desk_test': environment module did not finish importing within 3s "
         "(does it start a server or block at import time?)"
     )
-    scenario = {"label": "awm.scenario=blocking_desk_test"}
+    scenario: dict[str, str | list[str] | bool] = {"label": "awm.scenario=blocking_desk_test"}
     assert docker_client.containers.list(ignore_removed=True, all=True, filters=scenario) == []

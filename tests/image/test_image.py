@@ -8,7 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 import httpx
@@ -185,7 +185,7 @@ def test_offline_verify_matches_control_plane(
     docker_client: docker.DockerClient,
 ) -> None:
     sid = "pantrypal_recipe_planner"
-    tag = example_images[sid].tag
+    tag = cast(str, example_images[sid].tag)
     env = start_env(tag)
     solution = SOLUTIONS[sid][0]
     env.client.call_tools([(c.tool, c.arguments) for c in solution.calls])
@@ -210,7 +210,7 @@ def test_offline_verify_matches_control_plane(
 def test_image_command_line_tasks_and_info(
     example_images: dict[str, BuildResult], docker_client: docker.DockerClient
 ) -> None:
-    tag = example_images["acme_helpdesk_support_tickets"].tag
+    tag = cast(str, example_images["acme_helpdesk_support_tickets"].tag)
     tasks = json.loads(docker_client.containers.run(tag, ["tasks"], remove=True, network_mode="none"))
     assert tasks == CATALOG.bundles["acme_helpdesk_support_tickets"].tasks
     info = json.loads(docker_client.containers.run(tag, ["info"], remove=True, network_mode="none"))

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import docker
 import pytest
@@ -141,7 +141,7 @@ def kubelet(docker_client: docker.DockerClient) -> Iterator[DockerKubelet]:
 
     run = uuid.uuid4().hex[:8]
     network = docker_client.networks.create(f"awm-k8s-test-{run}", driver="bridge", internal=True)
-    yield DockerKubelet(docker_client, network.name, run)
+    yield DockerKubelet(docker_client, cast(str, network.name), run)
     for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL}={run}"}):
-        remove(docker_client, c.id)
+        remove(docker_client, cast(str, c.id))
     network.remove()

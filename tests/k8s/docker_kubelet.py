@@ -9,10 +9,12 @@ written back as the pod IP, its exit as the pod's status.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import docker
 import docker.errors
 import requests
+from docker.models.containers import Container
 
 from tests.k8s.conftest import container_status
 from tests.k8s.fake_api import FakeKube, Obj
@@ -33,7 +35,7 @@ def remove(client: docker.DockerClient, container: str) -> None:
             raise
 
 
-def docker_options(pod_spec: Obj) -> dict[str, object]:
+def docker_options(pod_spec: Obj) -> dict[str, Any]:  # keyword arguments of containers.run
     """What a container runtime makes of the pod's security context, limits and volumes."""
     [container] = pod_spec["containers"]
     sc = {**pod_spec.get("securityContext", {}), **container["securityContext"]}
@@ -89,7 +91,7 @@ class DockerKubelet:
         }})
         threading.Thread(target=self._watch_exit, args=(fake, name, container, spec["image"]), daemon=True).start()
 
-    def _watch_exit(self, fake: FakeKube, name: str, container: docker.models.containers.Container, image: str) -> None:
+    def _watch_exit(self, fake: FakeKube, name: str, container: Container, image: str) -> None:
         try:
             code = container.wait()["StatusCode"]
         except (docker.errors.DockerException, requests.RequestException):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_a_claim_is_reached_through_a_port_forward_to_its_adopted_pod(
         # 10.9.8.7 is nowhere: the environment answers only through the forward
         assert env.base_url == f"http://127.0.0.1:{env_server}"
         assert env.healthy()
-        pod = fake.get_object("sandboxes", env.id)["metadata"]["annotations"][POD_NAME_ANNOTATION]
+        pod = cast(Obj, fake.get_object("sandboxes", env.id))["metadata"]["annotations"][POD_NAME_ANNOTATION]
         assert (tmp_path / "args").read_text().split() == [
             "port-forward", "-n", "awm", f"pod/{pod}", ":8000", "--address", "127.0.0.1"]
         assert backend.logs(env.id) == "adopted warm pod serving\n"  # the adopted pod's, by the same name

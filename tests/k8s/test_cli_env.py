@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any, cast
 
 import docker
 import pytest
@@ -31,7 +32,7 @@ from awm.runtime.client import list_mcp_tools
 from awm.runtime.docker_backend import DockerBackend
 from tests.helpers import EXAMPLES
 from tests.k8s.docker_kubelet import DockerKubelet
-from tests.k8s.fake_api import FakeKube
+from tests.k8s.fake_api import FakeKube, Obj
 from tests.k8s.http_api import Served, serve
 
 pytestmark = pytest.mark.docker
@@ -68,7 +69,7 @@ def awm(env: dict[str, str], *args: str, code: int = 0) -> str:
     return result.output
 
 
-def kubectl_runs(env: dict[str, str]) -> list[dict[str, object]]:
+def kubectl_runs(env: dict[str, str]) -> list[dict[str, Any]]:
     log = Path(env["FAKE_KUBECTL_LOG"])
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -169,7 +170,7 @@ def test_env_commands_on_kubernetes_from_a_laptop_go_through_port_forwards(
     out = awm(env, "env", "start", images[SCENARIO], "--backend", "k8s")
     name = out.splitlines()[0]
     # The printed URL is the pod's own (a forward would end with the command), with the way in.
-    pod_ip = fake.get_object("pods", name)["status"]["podIP"]
+    pod_ip = cast(Obj, fake.get_object("pods", name))["status"]["podIP"]
     assert f"MCP:      http://{pod_ip}:8000/mcp (in the cluster)" in out
     assert f"from here: awm env forward {name} --backend k8s" in out
     [during_start] = kubectl_runs(env)
@@ -199,7 +200,7 @@ def test_env_commands_on_kubernetes_from_a_laptop_go_through_port_forwards(
     finally:
         forward.kill()
         forward.wait()
-        forward.stdout.close()
+        cast(IO[str], forward.stdout).close()  # stdout=PIPE
     tunnel = kubectl_runs(env)[-1]
     deadline = time.monotonic() + 10
     while not gone(int(tunnel["pid"])):

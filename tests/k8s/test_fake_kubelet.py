@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 import docker
 import httpx
@@ -20,7 +21,7 @@ from awm.runtime.k8s_backend import KubernetesBackend
 from awm.runtime.pool import EnvPool
 from tests.helpers import EXAMPLES
 from tests.k8s.docker_kubelet import LABEL, DockerKubelet
-from tests.k8s.fake_api import FakeKube
+from tests.k8s.fake_api import FakeKube, Obj
 
 pytestmark = pytest.mark.docker
 SCENARIO = "pantrypal_recipe_planner"
@@ -46,7 +47,8 @@ def test_env_pool_over_kubernetes_runs_the_real_image(
                 assert env.verify(idx, solution[idx].final_answer)["result"] == "complete"
                 first = env.id
                 # Someone who may read pods sees the token's hash only, which opens nothing.
-                [token_hash] = [e["value"] for e in fake.get_object("pods", env.id)["spec"]["containers"][0]["env"]
+                pod_spec = cast(Obj, fake.get_object("pods", env.id))["spec"]
+                [token_hash] = [e["value"] for e in pod_spec["containers"][0]["env"]
                                 if e["name"] == tokens.TOKEN_HASH_VAR]
                 for headers in ({"Authorization": f"Bearer {token_hash}"}, {}):
                     assert httpx.post(f"{env.base_url}/_awm/reset", headers=headers).status_code == 401
@@ -54,8 +56,9 @@ def test_env_pool_over_kubernetes_runs_the_real_image(
                 probe = docker_client.containers.get(kubelet.container(env.id)).exec_run(
                     ["/opt/awm/venv/bin/python", "-c", "import os; print(os.getuid()); open('/opt/awm/x', 'w')"])
                 assert probe.exit_code != 0
-                assert "10001" in probe.output.decode().splitlines()
-                assert "Read-only file system" in probe.output.decode()
+                output = cast(bytes, probe.output).decode()  # exec_run without stream: one bytes
+                assert "10001" in output.splitlines()
+                assert "Read-only file system" in output
             with pool.lease() as env:  # reset in place: the same pod, a clean database
                 if env.id == first:
                     assert env.verify(idx)["result"] == "others"

@@ -22,6 +22,7 @@ from awm.runtime.k8s_objects import (
     sandbox_claim,
 )
 from tests.k8s.checks import (
+    Obj,
     egress_violations,
     kustomize,
     pod_specs,
@@ -45,15 +46,15 @@ def crds() -> Path:
     return CRDS
 
 
-def check_all(objects: list[dict[str, object]], crds: Path) -> None:
+def check_all(objects: list[Obj], crds: Path) -> None:
     """Every check that applies to any rendered or kustomized object."""
     assert objects
     for obj in objects:
-        validate(obj, crds)  # type: ignore[arg-type]
-        name = obj["metadata"]["name"]  # type: ignore[index]
+        validate(obj, crds)
+        name = obj["metadata"]["name"]
         assert DNS_1123.match(name), name
         assert len(name) <= 63, name
-        for spec in pod_specs(obj):  # type: ignore[arg-type]
+        for spec in pod_specs(obj):
             assert restricted_violations(spec) == [], (obj["kind"], name)
 
 
@@ -187,21 +188,21 @@ def test_render_pinned_images_builds_valid_sandbox_objects(tmp_path: Path, crds:
     render(scenarios, tmp_path, namespace="rl", warm=3)
     objects = kustomize(tmp_path)
     check_all(objects, crds)
-    by_kind: dict[str, list[dict[str, object]]] = {}
+    by_kind: dict[str, list[Obj]] = {}
     for o in objects:
         by_kind.setdefault(o["kind"], []).append(o)
     assert sorted(by_kind) == ["ConfigMap", "SandboxTemplate", "SandboxWarmPool"]
     for t in by_kind["SandboxTemplate"]:
-        spec = t["spec"]  # type: ignore[index]
-        assert spec["networkPolicyManagement"] == "Unmanaged"  # type: ignore[index]
-        assert spec["podTemplate"]["spec"]["containers"][0]["image"].endswith(DIGEST)  # type: ignore[index]
+        spec = t["spec"]
+        assert spec["networkPolicyManagement"] == "Unmanaged"
+        assert spec["podTemplate"]["spec"]["containers"][0]["image"].endswith(DIGEST)
     for pool in by_kind["SandboxWarmPool"]:
-        assert pool["spec"]["replicas"] == 3  # type: ignore[index]
-        assert pool["spec"]["sandboxTemplateRef"]["name"] == pool["metadata"]["name"]  # type: ignore[index]
+        assert pool["spec"]["replicas"] == 3
+        assert pool["spec"]["sandboxTemplateRef"]["name"] == pool["metadata"]["name"]
     assert all(o["metadata"]["namespace"] == "rl" for o in objects)
     [prepull] = by_kind["ConfigMap"]
-    assert prepull["data"]["prepull.txt"].splitlines() == sorted(s.image for s in scenarios)  # type: ignore[index]
-    names = [o["metadata"]["name"] for o in by_kind["SandboxTemplate"]]  # type: ignore[index]
+    assert prepull["data"]["prepull.txt"].splitlines() == sorted(s.image for s in scenarios)
+    names = [o["metadata"]["name"] for o in by_kind["SandboxTemplate"]]
     assert all(len(n) <= 63 for n in names)
     assert len(set(names)) == 2
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import docker
 import pytest
@@ -35,8 +36,8 @@ time.sleep(600)
 
 
 def _owned_by(client: docker.DockerClient, run_id: str) -> list[str]:
-    run = {"label": f"{LABEL_RUN_ID}={run_id}"}
-    return sorted(c.id for c in client.containers.list(ignore_removed=True, all=True, filters=run))
+    run: dict[str, str | list[str] | bool] = {"label": f"{LABEL_RUN_ID}={run_id}"}
+    return sorted(cast(str, c.id) for c in client.containers.list(ignore_removed=True, all=True, filters=run))
 
 
 def _spawn_owner(run_id: str, image: str) -> subprocess.Popen[str]:
@@ -159,15 +160,15 @@ def test_sealed_environment_cannot_connect_out_but_host_reaches_it(
         targets = [gateway, "172.17.0.1", neighbour_ip]
         code, out = container.exec_run(["python", "-c", PROBE, str(listener.port), *targets], user="10001:10001")
         assert code == 0, out
-        assert json.loads(out) == dict.fromkeys(targets, "ConnectionRefusedError")
+        assert json.loads(cast(bytes, out)) == dict.fromkeys(targets, "ConnectionRefusedError")
         _, out = container.exec_run(["python", "-c", PROBE, "8000", neighbour_ip], user="10001:10001")
-        assert json.loads(out) == {neighbour_ip: "ConnectionRefusedError"}
+        assert json.loads(cast(bytes, out)) == {neighbour_ip: "ConnectionRefusedError"}
         assert listener.accepted == 0
         # a control check: the same probe from an unsealed environment does reach the host
         with backend.start(images["trailhead_campground_reservations"], isolation=Isolation.INTERNAL) as open_env:
             open_container = docker_client.containers.get(open_env.id)
             _, out = open_container.exec_run(["python", "-c", PROBE, str(listener.port), gateway], user="10001:10001")
-            assert json.loads(out) == {gateway: "connected"}
+            assert json.loads(cast(bytes, out)) == {gateway: "connected"}
     time.sleep(0.2)
     assert listener.accepted == 1
 

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
+from docker.models.containers import Container
 
 from awm.builder.catalog.solutions import load_solutions
 from awm.core.errors import EnvStartTimeout, EnvUnavailable
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.docker
 SOLUTIONS = load_solutions(EXAMPLES)
 
 
-def _session_containers(client: docker.DockerClient, run_id: str) -> list[object]:
+def _session_containers(client: docker.DockerClient, run_id: str) -> list[Container]:
     return client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL_RUN_ID}={run_id}"})
 
 

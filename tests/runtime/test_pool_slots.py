@@ -44,7 +44,7 @@ def test_32_concurrent_episodes_four_per_container(docker_client: docker.DockerC
     slots_used = {where for _, _, where, _ in outcomes}
     assert len({s.split("/")[0] for s in slots_used}) == 4  # 16 episodes at once in 4 containers
     assert (metrics["acquires"], metrics["resets"], metrics["started"]) == (32, 32, 4)
-    run = {"label": f"{LABEL_RUN_ID}={backend.run_id}"}
+    run: dict[str, str | list[str] | bool] = {"label": f"{LABEL_RUN_ID}={backend.run_id}"}
     assert docker_client.containers.list(ignore_removed=True, all=True, filters=run) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import cast
 
 import docker
 import pytest
@@ -26,7 +27,7 @@ def test_awm_container_replays_a_task(images: dict[str, str], docker_client: doc
         assert env.verify(3, solution.final_answer)["result"] == "complete"
         env.reset()
         assert env.verify(3)["result"] == "others"
-        container_id = env.get_wrapped_container().id
+        container_id = cast(str, env.get_wrapped_container().id)
         attrs = docker_client.containers.get(container_id).attrs
         assert attrs["HostConfig"]["ReadonlyRootfs"] is True
         assert attrs["Config"]["User"] == "10001:10001"
@@ -47,5 +48,5 @@ def test_failed_start_leaves_nothing(docker_client: docker.DockerClient, images:
     with pytest.raises(TimeoutError) as info:
         container.start()
     assert "/nonexistent" in "".join(getattr(info.value, "__notes__", []))  # its log is attached
-    container_id = container.get_wrapped_container().id
+    container_id = cast(str, container.get_wrapped_container().id)
     assert docker_client.containers.list(ignore_removed=True, all=True, filters={"id": container_id}) == []
