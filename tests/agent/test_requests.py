@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -362,7 +363,7 @@ def _agent(*args: str, exit_code: int = 0) -> str:
     return result.output
 
 
-def _trajectory(out: Path) -> dict[str, object]:
+def _trajectory(out: Path) -> dict[str, Any]:
     return json.loads((out / "trajectory.json").read_text())  # type: ignore[no-any-return]
 
 

@@ -251,7 +251,12 @@ def test_the_catalog_needs_no_running_environment_once_an_image_was_read(
     assert entry.openai_tools()[1]["function"]["parameters"]["required"] == ["recipe_id"]
     assert [t["name"] for t in entry.mcp_tools()] == entry.tool_names()
     calls: list[tuple[str, dict[str, Any]]] = []
-    get_recipe = entry.python_tools(lambda name, args: calls.append((name, args)) or "ok")[1]
+
+    def record(name: str, args: dict[str, Any]) -> str:
+        calls.append((name, args))
+        return "ok"
+
+    get_recipe = entry.python_tools(record)[1]
     assert get_recipe(recipe_id=8) == "ok"
     assert calls == [("get_recipe", {"recipe_id": 8})]
     with pytest.raises(InvalidInput, match=f"{PANTRY}.*no task 99"):
