@@ -32,7 +32,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 import httpx
@@ -242,8 +242,10 @@ class Runs:
             self.add(f"{key}_total", total, record)
             self.add(f"{key}_health", health_ms, record)
             self.add(f"{key}_started", started, record)
-            if self._seal_marks is not None:
-                begin, end = self._seal_marks
+            # timed() sets the marks during backend.start, which mypy cannot see from here
+            marks = cast("tuple[float, float] | None", self._seal_marks)
+            if marks is not None:
+                begin, end = marks
                 self.add(f"{key}_seal", end - begin, record)
                 self.add(f"{key}_started_to_seal", begin - started, record)
                 self.add(f"{key}_seal_to_health", health_ms - end, record)

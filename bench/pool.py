@@ -20,12 +20,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import docker
 
-from awm.builder.catalog.loader import load_catalog
-from awm.runtime.base import StartOptions
-from awm.runtime.pool import EnvPool
-from bench.common import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
     EXAMPLES,
     Target,
     Timer,
@@ -41,6 +40,10 @@ from bench.common import (
     write_results,
 )
 
+from awm.builder.catalog.loader import load_catalog
+from awm.runtime.base import StartOptions
+from awm.runtime.pool import EnvPool
+
 NAME = "pool"
 SCENARIO = "pantrypal_recipe_planner"
 ACQUIRE_TARGET = Target("p50 <= 20 ms", {"p50": 20.0})
@@ -55,7 +58,7 @@ def _mem_available() -> int:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def _container_mib(client, env_id: str) -> float:  # type: ignore[no-untyped-def]
+def _container_mib(client: docker.DockerClient, env_id: str) -> float:
     stats = client.api.stats(env_id, stream=False, one_shot=True)["memory_stats"]
     inner = stats.get("stats", {})
     cache = inner.get("cache", inner.get("inactive_file", 0))

@@ -106,9 +106,10 @@ def _filler(count: int) -> list[str]:
 def synthetic_bundle(base: ScenarioBundle, target_bytes: int, workdir: Path) -> tuple[ScenarioBundle, int]:
     """`base` plus filler rows, sized so its seed is about `target_bytes`; (bundle, filler rows)."""
     assert base.sample is not None
+    base_tables = base.sample.tables
 
     def with_rows(count: int) -> ScenarioBundle:
-        sample = SampleData(tables=[*base.sample.tables,  # type: ignore[union-attr]
+        sample = SampleData(tables=[*base_tables,
                                     SampleTable(table_name="meal_plan_entries", insert_statements=_filler(count))])
         return base.model_copy(update={"id": SYNTHETIC_ID, "name": "Bench PantryPal 300 KB", "sample": sample})
 
