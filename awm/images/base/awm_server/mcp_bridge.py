@@ -45,7 +45,7 @@ from uuid import uuid4
 
 import anyio
 import httpx
-import jsonschema  # type: ignore[import-untyped]  # no stubs in the image's lock
+import jsonschema
 from anyio.abc import TaskGroup, TaskStatus
 from fastapi_mcp import FastApiMCP
 from mcp.server.lowlevel.server import request_ctx
