@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
@@ -364,7 +364,7 @@ def _agent(*args: str, exit_code: int = 0) -> str:
 
 
 def _trajectory(out: Path) -> dict[str, Any]:
-    return json.loads((out / "trajectory.json").read_text())  # type: ignore[no-any-return]
+    return cast(dict[str, Any], json.loads((out / "trajectory.json").read_text()))
 
 
 @pytest.mark.docker

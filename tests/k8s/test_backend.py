@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from awm.core.errors import BackendUnavailable, EnvStartTimeout, ImageNotFound
+from awm.core.errors import AWMError, BackendUnavailable, EnvStartTimeout, ImageNotFound
 from awm.runtime import tokens
 from awm.runtime.base import Backend, Isolation, Protection, Resources, Timeouts
 from awm.runtime.k8s_backend import AsyncKubernetesBackend, KubernetesBackend, scenario_of
@@ -151,7 +151,7 @@ def test_published_isolation_is_refused(backend: KubernetesBackend) -> None:
     ],
 )
 def test_a_start_that_cannot_succeed_fails_fast_with_the_reason_and_events(
-    fake: FakeKube, backend: KubernetesBackend, image: str, error: type[Exception], reason: str, event: str
+    fake: FakeKube, backend: KubernetesBackend, image: str, error: type[AWMError], reason: str, event: str
 ) -> None:
     with pytest.raises(error) as info:  # the start timeout is a minute: failing needs no timeout
         backend.start(image)
@@ -159,7 +159,7 @@ def test_a_start_that_cannot_succeed_fails_fast_with_the_reason_and_events(
     assert reason in message
     assert event in message
     assert image in message
-    assert info.value.scenario == scenario_of(image)  # type: ignore[attr-defined]
+    assert info.value.scenario == scenario_of(image)
     if "crashing" in image:
         assert "RuntimeError: broken module" in message  # the pod's last log lines
     assert pod_names(fake) == []  # the failed pod is deleted

@@ -24,7 +24,7 @@ AWM = str(Path(sys.executable).parent / "awm")
 
 def _report(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        return cast(dict[str, Any], json.loads(path.read_text()))
     except (OSError, ValueError):
         return None
 

@@ -12,6 +12,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, cast
 
 import docker
 import httpx
@@ -65,7 +66,7 @@ def test_exported_tarball_loads_after_removal_and_serves_mcp(
     assert f"wrote {tarball}" in result.output
 
     with tarfile.open(tarball) as tar:
-        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        manifest = json.load(cast(IO[bytes], tar.extractfile("manifest.json")))  # a file member: never None
         members = set(tar.getnames())
     tags = sorted(t for entry in manifest for t in entry["RepoTags"])
     assert tags == sorted(f"awm/{sid}:{t}" for sid in ship_images

@@ -14,6 +14,7 @@ import socket
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from typer.testing import CliRunner
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 from awm.builder.catalog.routes import read_routes
 from awm.builder.synth import env
 from awm.builder.synth.bwrap import BubblewrapProber
-from awm.builder.synth.filemode import read_drafts
+from awm.builder.synth.filemode import Kind, read_drafts
 from awm.builder.synth.probe import ProbeRun, VerifierJob
 from awm.cli import app
 from tests.builder.synth.conftest import make_ctx, make_llm
@@ -57,16 +58,17 @@ def test_gen_env_without_an_engine_probes_in_bubblewrap_and_calls_every_tool(
     server: ScriptedLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
-    files = {"spec": EXAMPLES / "gen_spec.jsonl", "db": EXAMPLES / "gen_db.jsonl",
+    files: dict[Kind, Path] = {"spec": EXAMPLES / "gen_spec.jsonl", "db": EXAMPLES / "gen_db.jsonl",
              "sample": EXAMPLES / "gen_sample.jsonl", "scenario": EXAMPLES / "gen_scenario.jsonl"}
-    draft = next(d for d in read_drafts(files, "spec") if d.id == "pantrypal_recipe_planner")  # type: ignore[arg-type]
+    draft = next(d for d in read_drafts(files, "spec") if d.id == "pantrypal_recipe_planner")
     with make_llm(server) as llm:
         ctx = make_ctx(llm, tmp_path)
         result = env.run(ctx, draft)
     assert result.status == "done", result.error
     assert ctx.probe.startswith("bubblewrap")
-    tools = result.output["tools"]  # type: ignore[index]
-    served = [r.name for r in read_routes(result.output["code"]).routes if not r.shadowed]  # type: ignore[index]
+    output = cast(dict[str, Any], result.output)  # a done stage has its output
+    tools = output["tools"]
+    served = [r.name for r in read_routes(output["code"]).routes if not r.shadowed]
     assert sorted(t["tool"] for t in tools) == sorted(set(served))
     assert len(tools) == 12
     assert all(t["outcome"] in ("ok", "client_error") for t in tools)

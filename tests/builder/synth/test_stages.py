@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,9 +27,9 @@ EARLY: tuple[Stage, ...] = ("scenario", "task", "db", "sample", "spec")
 PANTRY, CAMP = "pantry_pilot_meal_planner", "campfire_site_reservations"
 
 
-def options(**kw: object) -> GenOptions:
+def options(**kw: Any) -> GenOptions:
     # error_threshold 0: the fixtures' faulty inserts are fed back (the feedback loop is under test)
-    return GenOptions(**{"scenarios": 2, "tasks": 6, "error_threshold": 0.0, **kw})  # type: ignore[arg-type]
+    return GenOptions(**{"scenarios": 2, "tasks": 6, "error_threshold": 0.0, **kw})
 
 
 def feedback_of(server: ScriptedLLM, fixture_id: str) -> str:
