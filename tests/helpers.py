@@ -1,9 +1,10 @@
-"""Helpers shared by test packages: derived datasets, in-process module import, table dumps."""
+"""Helpers shared by test packages: derived datasets, in-process module import, table dumps, ports."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import socket
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -90,3 +91,10 @@ def dump_tables(path: Path, *, skip_columns: dict[str, set[str]] | None = None) 
         return out
     finally:
         conn.close()
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import threading
 import time
@@ -29,15 +28,12 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolRequest, ClientRequest
 
-from awm.builder.build.render import render
-from awm.builder.catalog.loader import load_catalog
 from awm_server import mcp_bridge
 from awm_server.app import create_app
-from awm_server.contract import CONTEXT_DIR, MODULE_FILE
 from awm_server.environment import Environment
 from awm_server.envmodule import MODULE_NAME
 from awm_server.settings import Settings
-from tests.helpers import EXAMPLES
+from tests.server.serving import scenario_with_routes, serve_app, stop_server
 
 SID = "pantrypal_recipe_planner"
 VERSION = "2025-06-18"
@@ -103,18 +99,7 @@ async def wait_tool():
 
 @pytest.fixture(scope="module")
 def scenario_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ctx")
-    render(load_catalog(EXAMPLES).bundles[SID], "awm/base:test").write(root)
-    module = root / CONTEXT_DIR / MODULE_FILE
-    head, main = module.read_text().split('if __name__ == "__main__":')
-    module.write_text(head + EXTRA_ROUTES + '\n\nif __name__ == "__main__":' + main)
-    return root / CONTEXT_DIR
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return scenario_with_routes(tmp_path_factory.mktemp("ctx"), SID, EXTRA_ROUTES)
 
 
 @pytest.fixture
@@ -129,20 +114,14 @@ def serve(scenario_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
                             scratch_dir=tmp_path, tool_timeout_s=5.0, **overrides)
         env = Environment(settings)
         module = sys.modules[MODULE_NAME]
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(env), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
+        url, server, thread = serve_app(create_app(env))
         servers.append((server, thread, env, module))
-        return f"http://127.0.0.1:{port}", module
+        return url, module
 
     yield start
     for server, thread, env, module in servers:
         module.RELEASE.set()
-        server.should_exit = True
-        thread.join(10)
+        stop_server(server, thread)
         env.env.dispose_engines()
 
 

@@ -7,7 +7,6 @@ the same in the image with the examples' reference solutions.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 import sys
 import threading
@@ -23,15 +22,12 @@ import uvicorn
 from fastapi_mcp import FastApiMCP
 from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult
 
-from awm.builder.build.render import render
-from awm.builder.catalog.loader import load_catalog
 from awm.runtime.client import AsyncEnvClient
 from awm_server.app import create_app
-from awm_server.contract import CONTEXT_DIR, MODULE_FILE
 from awm_server.envmodule import MODULE_NAME
 from awm_server.settings import Settings
 from awm_server.slots import load_slots
-from tests.helpers import EXAMPLES
+from tests.server.serving import scenario_with_routes, serve_app, stop_server
 
 SID = "pantrypal_recipe_planner"
 SLOTS = 3
@@ -60,18 +56,7 @@ def crash_tool():
 
 @pytest.fixture(scope="module")
 def scenario_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ctx")
-    render(load_catalog(EXAMPLES).bundles[SID], "awm/base:test").write(root)
-    module = root / CONTEXT_DIR / MODULE_FILE
-    head, main = module.read_text().split('if __name__ == "__main__":')
-    module.write_text(head + EXTRA_ROUTES + '\n\nif __name__ == "__main__":' + main)
-    return root / CONTEXT_DIR
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return scenario_with_routes(tmp_path_factory.mktemp("ctx"), SID, EXTRA_ROUTES)
 
 
 @pytest.fixture
@@ -86,19 +71,13 @@ def serve(scenario_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         settings = Settings(scenario_dir=scenario_dir, work_dir=tmp_path / f"work{len(servers)}",
                             scratch_dir=tmp_path, slots=slots, tool_timeout_s=2.0, **overrides)
         envs = load_slots(settings)
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(envs), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.01)
+        url, server, thread = serve_app(create_app(envs))
         servers.append((server, thread, envs))
-        return f"http://127.0.0.1:{port}"
+        return url
 
     yield start
     for server, thread, envs in servers:
-        server.should_exit = True
-        thread.join(10)
+        stop_server(server, thread)
         for env in envs:
             env.env.dispose_engines()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -25,6 +24,7 @@ from awm.cli import app
 from awm.runtime.docker_backend import DockerBackend
 from tests.builder.build.conftest import make_variants, remove_scenario_images
 from tests.conftest import IN_CI
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.docker
 runner = CliRunner()
@@ -93,12 +93,6 @@ def test_exported_tarball_loads_after_removal_and_serves_mcp(
 # ---- a real registry ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _registry_binary() -> str | None:
     found = shutil.which("docker-registry")
     if found is None and shutil.which("apt-get") and os.geteuid() == 0:
@@ -119,7 +113,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"CI=true: {message}")
         pytest.skip(message)
     root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
+    port = free_port()
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
