@@ -1,4 +1,5 @@
-"""Helpers shared by test packages: derived datasets, in-process module import, table dumps, ports."""
+"""Helpers shared by test packages: derived datasets, in-process module import, table dumps, ports,
+servers run in process (an example with extra routes; any ASGI app under uvicorn on a thread)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import socket
 import sqlite3
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -14,9 +17,14 @@ from typing import Any
 
 import docker
 import docker.errors
+import uvicorn
+from starlette.types import ASGIApp
 
+from awm.builder.build.render import render
 from awm.builder.build.smoke import record_path
+from awm.builder.catalog.loader import load_catalog
 from awm.core.naming import normalise
+from awm_server.contract import CONTEXT_DIR, MODULE_FILE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -98,3 +106,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def scenario_with_routes(root: Path, scenario: str, extra_routes: str) -> Path:
+    """Render `scenario` into `root` with `extra_routes` (module source) added; its context folder."""
+    render(load_catalog(EXAMPLES).bundles[scenario], "awm/base:test").write(root)
+    module = root / CONTEXT_DIR / MODULE_FILE
+    head, main = module.read_text().split('if __name__ == "__main__":')
+    module.write_text(head + extra_routes + '\n\nif __name__ == "__main__":' + main)
+    return root / CONTEXT_DIR
+
+
+def serve_app(app: ASGIApp) -> tuple[str, uvicorn.Server, threading.Thread]:
+    """Run `app` on a thread; its base URL once it accepts connections, the server and the thread."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+def stop_server(server: uvicorn.Server, thread: threading.Thread) -> None:
+    server.should_exit = True
+    thread.join(10)

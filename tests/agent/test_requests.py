@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import uvicorn
 from mcp.server.fastmcp import FastMCP
 from typer.testing import CliRunner
 
 from awm.builder.catalog.loader import load_catalog
 from awm.cli import app
 from tests.agent.scripted import OVERFLOW, ScriptedModel, awm_call, script
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, serve_app, stop_server
 
 # The list_tools text of pantrypal_recipe_planner, written out from the layout rules of the
 # protocol page: header with the count, 80 '=', numbered `mcp_tool_mcp_server_<tool>` entries,
@@ -459,20 +456,11 @@ def hanging_mcp() -> Iterator[str]:
         """Echo the text."""
         return text
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    uv = uvicorn.Server(uvicorn.Config(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        threading.Event().wait(0.02)
+    url, uv, thread = serve_app(server.streamable_http_app())
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"{url}/mcp"
     finally:
-        uv.should_exit = True
-        thread.join(10)
+        stop_server(uv, thread)
         gc.collect()  # its streams of the hung request go now, inside this test's warning filter
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import http.server
-import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from awm.core.errors import (
     ScenarioNotFound,
     SynthesisError,
 )
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, free_port
 
 runner = CliRunner()
 
@@ -100,12 +99,6 @@ def test_env_start_of_a_missing_image(docker_client: docker.DockerClient) -> Non
 # -- awm env check --------------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def not_found_server() -> Iterator[str]:
     """A tiny HTTP server that answers 404 to everything."""
@@ -128,7 +121,7 @@ def not_found_server() -> Iterator[str]:
 
 
 def test_env_check_on_an_unreachable_url() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/mcp"
+    url = f"http://127.0.0.1:{free_port()}/mcp"
     error, hint = _fails(["env", "check", url], EnvUnavailable.exit_code)
     assert error.startswith(f"error: listing tools on {url} failed: the environment does not answer (ConnectError")
     assert hint is not None

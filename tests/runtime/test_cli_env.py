@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from awm.cli import app
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.docker
 runner = CliRunner()
@@ -45,11 +46,7 @@ def test_env_commands_end_to_end(docker_client: docker.DockerClient, images: dic
 
 
 def test_env_start_with_published_port_and_errors(images: dict[str, str]) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     output = _invoke("start", images["pantrypal_recipe_planner"], "--port", str(port))
     name = output.splitlines()[0]
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from awm.core.errors import (
 from awm.runtime.client import CONNECT_TIMEOUT_S, AsyncEnvClient, EnvClient, _mcp_error, list_mcp_tools
 from awm.runtime.docker_backend import DockerBackend
 from awm.runtime.env import Env
+from tests.helpers import free_port
 
 SID = "pantrypal_recipe_planner"
 
@@ -183,9 +183,7 @@ def test_a_json_rpc_refusal_is_a_tool_call_error_naming_the_tool() -> None:
 
 
 def test_list_mcp_tools_errors_are_typed() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.raises(EnvUnavailable, match="does not answer"):
         asyncio.run(list_mcp_tools(f"http://127.0.0.1:{port}/mcp"))
     with pytest.raises(InvalidURL):

@@ -21,6 +21,7 @@ from awm.cli import app
 from awm.core.labels import LABEL_OWNER, LABEL_RUN_ID, check_user_labels, new_run_id
 from awm.runtime.base import Isolation, StartOptions
 from awm.runtime.docker_backend import DockerBackend
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,9 +175,7 @@ def test_sealed_environment_cannot_connect_out_but_host_reaches_it(
 
 
 def test_published_environment_on_a_fixed_port(docker_client: docker.DockerClient, images: dict[str, str]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     backend = DockerBackend(docker_client)
     options = StartOptions(isolation=Isolation.PUBLISHED, host_port=port)
     with backend.start(images["pantrypal_recipe_planner"], options) as env:

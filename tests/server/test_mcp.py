@@ -33,7 +33,7 @@ from awm_server.app import create_app
 from awm_server.environment import Environment
 from awm_server.envmodule import MODULE_NAME
 from awm_server.settings import Settings
-from tests.server.serving import scenario_with_routes, serve_app, stop_server
+from tests.helpers import scenario_with_routes, serve_app, stop_server
 
 SID = "pantrypal_recipe_planner"
 VERSION = "2025-06-18"

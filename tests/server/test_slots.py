@@ -27,7 +27,7 @@ from awm_server.app import create_app
 from awm_server.envmodule import MODULE_NAME
 from awm_server.settings import Settings
 from awm_server.slots import load_slots
-from tests.server.serving import scenario_with_routes, serve_app, stop_server
+from tests.helpers import scenario_with_routes, serve_app, stop_server
 
 SID = "pantrypal_recipe_planner"
 SLOTS = 3
