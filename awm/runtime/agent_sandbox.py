@@ -27,7 +27,7 @@ from typing import Any, Literal, cast
 
 import httpx
 import lightkube
-from lightkube.core.exceptions import ApiError, ConfigError
+from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import GenericNamespacedResource, create_namespaced_resource
 
 from awm.core.errors import BackendUnavailable, EnvStartTimeout
@@ -37,14 +37,15 @@ from awm.runtime.base import EnvRecord, Isolation, StartOptions
 from awm.runtime.env import Env
 from awm.runtime.k8s_backend import (
     DEFAULT_NAMESPACE,
-    FIELD_MANAGER,
     Api,
     OwnerLease,
     PortForward,
     collect_expired,
     create_once,
+    default_client,
     default_connect,
     env_when_ready,
+    pod_log,
     prepare_models,
     scenario_of,
 )
@@ -115,10 +116,7 @@ class AgentSandboxBackend:
         api_retries: int = 5,
     ) -> None:
         if client is None:
-            try:
-                client = lightkube.Client(field_manager=FIELD_MANAGER)
-            except ConfigError as exc:
-                raise BackendUnavailable(f"no Kubernetes configuration: {exc}", hint="set KUBECONFIG") from exc
+            client = default_client()
         prepare_models(SandboxClaim, Sandbox)
         self.client = client
         self.namespace = namespace
@@ -255,17 +253,7 @@ class AgentSandboxBackend:
     def logs(self, env_id: str, tail: int = 100) -> str:
         claim = self._claim(env_id)
         pod = self._pod_of(claim) if claim is not None else None
-        if not pod:
-            return ""
-        try:
-            lines = self.api.call(
-                f"reading the log of sandbox {pod}",
-                lambda: builtins.list(self.client.log(pod, namespace=self.namespace, tail_lines=tail)),
-                allow=(400, 404),
-            )
-        except ApiError:
-            return ""
-        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+        return pod_log(self.api, pod, tail) if pod else ""
 
     def state(self, env_id: str) -> str:
         claim = self._claim(env_id)

@@ -87,8 +87,10 @@ __all__ = [
     "PortForward",
     "collect_expired",
     "create_once",
+    "default_client",
     "default_connect",
     "env_when_ready",
+    "pod_log",
     "prepare_models",
     "scenario_of",
 ]
@@ -329,6 +331,34 @@ def collect_expired(api: Api, keep: str, owned: Callable[[str], list[str]]) -> l
     return removed
 
 
+def default_client() -> lightkube.Client:
+    """A client from KUBECONFIG, else the in-cluster service account.
+
+    Raises:
+        BackendUnavailable: neither is there.
+    """
+    try:
+        return lightkube.Client(field_manager=FIELD_MANAGER)
+    except ConfigError as exc:
+        raise BackendUnavailable(
+            f"no Kubernetes configuration: {exc}",
+            hint="set KUBECONFIG (or run in a pod with the awm-runner service account)",
+        ) from exc
+
+
+def pod_log(api: Api, pod: str, tail: int) -> str:
+    """The last `tail` lines of a pod's log; empty when it has none yet or is gone."""
+    try:
+        lines = api.call(
+            f"reading the log of pod {pod}",
+            lambda: list(api.client.log(pod, namespace=api.namespace, tail_lines=tail)),
+            allow=(400, 404),  # 400: the container has not started yet
+        )
+    except ApiError:
+        return ""
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
 def create_once(api: Api, what: str, name: str, create: Callable[[], object]) -> None:
     """Create an object under a name chosen here: a 409 means an earlier attempt made it.
 
@@ -560,7 +590,7 @@ class KubernetesBackend:
         prepare_models(Pod, Lease, Event, PodTemplate)
         self._owns_client = client is None
         if client is None:
-            client = self._default_client()
+            client = default_client()
         self.client = client
         self.namespace = namespace
         self.run_id = run_id or new_run_id()
@@ -572,16 +602,6 @@ class KubernetesBackend:
         self._template: dict[str, Any] | None = None
         self._forwards: dict[str, PortForward] = {}  # pod -> its kept forward
         self._owned: set[str] = set()  # pods of this backend's Lease still tracked by the reaper
-
-    @staticmethod
-    def _default_client() -> lightkube.Client:
-        try:
-            return lightkube.Client(field_manager=FIELD_MANAGER)
-        except ConfigError as exc:
-            raise BackendUnavailable(
-                f"no Kubernetes configuration: {exc}",
-                hint="set KUBECONFIG (or run in a pod with the awm-runner service account)",
-            ) from exc
 
     # -- starting -------------------------------------------------------------------------
 
@@ -771,15 +791,7 @@ class KubernetesBackend:
             )
 
     def logs(self, env_id: str, tail: int = 100) -> str:
-        try:
-            lines = self.api.call(
-                f"reading the log of pod {env_id}",
-                lambda: list(self.client.log(env_id, namespace=self.namespace, tail_lines=tail)),
-                allow=(400, 404),  # 400: the container has not started yet
-            )
-        except ApiError:
-            return ""
-        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+        return pod_log(self.api, env_id, tail)
 
     def events(self, env_id: str, last: int = 10) -> builtins.list[str]:
         """The pod's last events, oldest first: "Reason: message"."""
