@@ -1,7 +1,8 @@
-"""Fixtures of the synthesis tests: the scripted LLM server, clients on it, the Docker prober."""
+"""Fixtures of the synthesis tests: the scripted LLM server, clients on it, the Docker prober, a seed."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,3 +38,13 @@ def make_ctx(llm: LLMClient, tmp_path: Path, prober: Any = None, **options: Any)
 def prober(docker_client: docker.DockerClient) -> DockerProber:
     """Probes in containers of the base image (built once if the engine lacks it)."""
     return DockerProber(docker_client, timeout_s=120)
+
+
+@pytest.fixture
+def seed(tmp_path: Path) -> Path:
+    """A one-table seed database (users: Ada) for the probe tests."""
+    path = tmp_path / "seed.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users VALUES (1, 'Ada')")
+    return path

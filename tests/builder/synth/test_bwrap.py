@@ -42,17 +42,6 @@ def server() -> Iterator[ScriptedLLM]:
     s.stop()
 
 
-@pytest.fixture
-def seed(tmp_path: Path) -> Path:
-    import sqlite3
-
-    path = tmp_path / "seed.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-        conn.execute("INSERT INTO users VALUES (1, 'Ada')")
-    return path
-
-
 @leaky_docker
 def test_gen_env_without_an_engine_probes_in_bubblewrap_and_calls_every_tool(
     server: ScriptedLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

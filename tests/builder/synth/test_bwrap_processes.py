@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -84,15 +83,6 @@ os.unlink("/y/results.jsonl")
 os.symlink({secret!r}, "/y/results.jsonl")  # read on the host, it would be the host's file
 os._exit(0)
 '''
-
-
-@pytest.fixture
-def seed(tmp_path: Path) -> Path:
-    path = tmp_path / "seed.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-        conn.execute("INSERT INTO users VALUES (1, 'Ada')")
-    return path
 
 
 @pytest.fixture
