@@ -98,6 +98,14 @@ def unit_kubelet(fake: FakeKube, event: str, pod: Obj) -> None:
     }})
 
 
+def fake_kubectl(folder: Path, script: str) -> Path:
+    """A `kubectl` in `folder` that runs this shell script; its path."""
+    kubectl = folder / "kubectl"
+    kubectl.write_text("#!/bin/sh\n" + script)
+    kubectl.chmod(0o755)
+    return kubectl
+
+
 def kill(backend: KubernetesBackend | AgentSandboxBackend) -> None:
     """What SIGKILL does to a process's backend: nothing renews its Lease, nothing cleans up."""
     backend.lease._stop.set()

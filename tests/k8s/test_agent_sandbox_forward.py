@@ -16,7 +16,7 @@ import pytest
 
 from awm.runtime.agent_sandbox import POD_NAME_ANNOTATION, AgentSandboxBackend
 from awm.runtime.k8s_objects import dns_name
-from tests.k8s.conftest import container_status
+from tests.k8s.conftest import container_status, fake_kubectl
 from tests.k8s.fake_api import FakeKube, Obj
 
 SCENARIO = "pantrypal_recipe_planner"
@@ -58,10 +58,8 @@ def fake() -> FakeKube:
 def test_a_claim_is_reached_through_a_port_forward_to_its_adopted_pod(
     fake: FakeKube, env_server: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kubectl = tmp_path / "kubectl"
-    kubectl.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/args\n'
-                       f'echo "Forwarding from 127.0.0.1:{env_server} -> 8000"\nexec sleep 600\n')
-    kubectl.chmod(0o755)
+    fake_kubectl(tmp_path, f'echo "$@" >> {tmp_path}/args\n'
+                           f'echo "Forwarding from 127.0.0.1:{env_server} -> 8000"\nexec sleep 600\n')
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     backend = AgentSandboxBackend(fake.client(), connect="port-forward")
     try:

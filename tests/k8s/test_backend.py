@@ -24,7 +24,7 @@ from awm.runtime.k8s_objects import (
     LABEL_SCENARIO,
     default_pod_template,
 )
-from tests.k8s.conftest import kill
+from tests.k8s.conftest import fake_kubectl, kill
 from tests.k8s.fake_api import FakeKube
 
 IMAGE = "registry.example.com/awm/pantrypal_recipe_planner:6ee62bf8f7550350"
@@ -284,12 +284,6 @@ def test_a_lease_lost_during_a_stall_is_made_anew(fake: FakeKube, backend: Kuber
     [pod] = fake.list_objects("pods")
     assert pod["metadata"]["ownerReferences"][0]["uid"] == backend.lease.uid
     assert env.id != lost.id
-
-
-def fake_kubectl(folder: Path, script: str) -> None:
-    kubectl = folder / "kubectl"
-    kubectl.write_text("#!/bin/sh\n" + script)
-    kubectl.chmod(0o755)
 
 
 def test_from_outside_the_cluster_pods_are_reached_through_a_port_forward(

@@ -31,6 +31,7 @@ from awm.runtime import tokens
 from awm.runtime.client import list_mcp_tools
 from awm.runtime.docker_backend import DockerBackend
 from tests.helpers import EXAMPLES
+from tests.k8s.conftest import fake_kubectl
 from tests.k8s.docker_kubelet import DockerKubelet
 from tests.k8s.fake_api import FakeKube, Obj
 from tests.k8s.http_api import Served, serve
@@ -45,10 +46,9 @@ def cluster(kubelet: DockerKubelet, tmp_path: Path) -> Iterator[tuple[FakeKube, 
     """The fake API with the Docker kubelet, served over HTTP; the environment of `awm` commands."""
     fake = FakeKube()
     fake.kubelet = kubelet
-    kubectl = tmp_path / "bin" / "kubectl"
-    kubectl.parent.mkdir()
-    kubectl.write_text(f'#!/bin/sh\nexec {sys.executable} {Path(__file__).parent / "fake_kubectl.py"} "$@"\n')
-    kubectl.chmod(0o755)
+    (tmp_path / "bin").mkdir()
+    relay = Path(__file__).parent / "fake_kubectl.py"
+    kubectl = fake_kubectl(tmp_path / "bin", f'exec {sys.executable} {relay} "$@"\n')
     with serve(fake, tmp_path) as served:
         env = {
             "KUBECONFIG": str(served.kubeconfig),
